@@ -1,0 +1,1 @@
+"""favor_avsync."""
