@@ -1,1 +1,28 @@
-"""favor_qformer."""
+"""favor_qformer: the block-causal window Q-Former of FAVOR (Sun et al., 2023, arXiv 2310.05863), on its own.
+
+Public API: ``CausalQFormerConfig``, ``CausalQFormer`` (+ ``CausalQFormerOutput``), ``BlockCausalAttention``,
+``block_causal_mask`` / ``block_causal_attn_bias``, ``diversity_loss``, ``count_windows``. Importing it does not
+import transformers or xformers.
+"""
+
+from .attention import BlockCausalAttention, MultiHeadAttention
+from .config import CausalQFormerConfig
+from .diversity import diversity_loss
+from .masks import block_causal_additive_bias, block_causal_attn_bias, block_causal_mask
+from .model import CausalQFormer, CausalQFormerOutput
+from .windows import count_windows
+
+__all__ = [
+    "BlockCausalAttention",
+    "CausalQFormer",
+    "CausalQFormerConfig",
+    "CausalQFormerOutput",
+    "MultiHeadAttention",
+    "block_causal_additive_bias",
+    "block_causal_attn_bias",
+    "block_causal_mask",
+    "count_windows",
+    "diversity_loss",
+]
+
+__version__ = "0.1.0"

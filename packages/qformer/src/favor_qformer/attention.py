@@ -1,0 +1,166 @@
+"""BERT-style attention blocks: the Q-Former's self/cross-attention and FAVOR's block-causal module.
+
+FAVOR (arXiv 2310.05863, Sec. 3.2) adds to every Q-Former layer a causal self-attention over the window's
+input tokens ("encoder_causal_attention" in the released code): a BERT attention block (q/k/v projections,
+scaled dot-product attention, output dense + dropout + post-LN residual, no feed-forward) whose mask is
+block-triangular over frames (see ``masks.py``).
+
+Shape legend: B batch (windows), F frames, N tokens per frame, L = F * N tokens, Lq/Lk query/key tokens,
+C the block's width, h heads, d = C / h.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from .backends import AttentionInputs, attention
+from .masks import block_causal_mask
+
+
+class MultiHeadAttention(nn.Module):
+    """BERT attention block: ``LayerNorm(x + dropout(out(attention(q(x), k(c), v(c)))))``.
+
+    Args:
+        dim: Width C of the input ``x`` and of the output.
+        num_heads: Heads h (``dim % num_heads == 0``).
+        kv_dim: Width of the key/value source (cross-attention); ``None`` = ``dim`` (self-attention).
+        dropout: Dropout on the attention weights and on the block output (training only).
+        layer_norm_eps: Eps of the post-residual LayerNorm.
+        backend: Attention backend (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kv_dim: int | None = None,
+        *,
+        dropout: float = 0.0,
+        layer_norm_eps: float = 1e-12,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads: expected a divisor of dim={dim}, got {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.backend = backend
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(kv_dim, dim)
+        self.value = nn.Linear(kv_dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=layer_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        key_lengths: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``x`` (B, Lq, C) to ``context`` (B, Lk, kv_dim) (``None`` = ``x``); returns (B, Lq, C).
+
+        ``mask`` is bool, broadcastable to (B, h, Lq, Lk), True = may attend. ``key_lengths`` (host ints) says
+        the mask is exactly "the first ``key_lengths[b]`` keys are real", which lets a backend pack rows.
+        """
+        source = x if context is None else context
+        heads = self.num_heads
+        q = rearrange(self.query(x), "b l (h d) -> b h l d", h=heads)
+        k = rearrange(self.key(source), "b l (h d) -> b h l d", h=heads)
+        v = rearrange(self.value(source), "b l (h d) -> b h l d", h=heads)
+        p = self.dropout if self.training else 0.0
+        inputs = AttentionInputs(q, k, v, mask=mask, key_lengths=key_lengths, dropout_p=p)
+        context_layer = rearrange(attention(inputs, self.backend), "b h l d -> b l (h d)")  # (B, Lq, C)
+        projected = nn.functional.dropout(self.out(context_layer), p=p, training=self.training)
+        return self.norm(projected + x)
+
+
+class BlockCausalAttention(MultiHeadAttention):
+    """FAVOR's causal attention module over the frames of a window (post-LN, no feed-forward).
+
+    Usable alone on any (batch, frames, tokens, dim) stream::
+
+        layer = BlockCausalAttention(dim=96, num_heads=4, direction="past")
+        y = layer(x)  # x: (B, F, N, 96) -> y: (B, F, N, 96)
+
+    Args:
+        dim: Width C of the tokens.
+        num_heads: Heads h (``dim % num_heads == 0``).
+        direction: ``"future"`` (released: frame i attends to frames j >= i) or ``"past"`` (j <= i).
+        dropout: Dropout on the attention weights and the block output (training only).
+        layer_norm_eps: Eps of the post-residual LayerNorm.
+        attends_padding: Released quirk: real frames also attend to padding frames, so ``frame_mask`` does not
+            change this module's output. ``False`` (default) masks padding frames as keys.
+        backend: Attention backend (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        direction: str = "future",
+        dropout: float = 0.0,
+        layer_norm_eps: float = 1e-12,
+        *,
+        attends_padding: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(dim, num_heads, dropout=dropout, layer_norm_eps=layer_norm_eps, backend=backend)
+        block_causal_mask(1, 1, direction)  # validates ``direction``
+        self.direction = direction
+        self.attends_padding = attends_padding
+
+    def build_mask(
+        self,
+        num_frames: int,
+        tokens_per_frame: int,
+        frame_mask: torch.Tensor | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """The attention mask for ``forward_tokens``: (1, 1, L, L) or, with padding frames, (B, 1, L, L) bool.
+
+        Padding tokens are masked as keys for real queries; a padding query keeps the block pattern so no row is
+        ever fully masked (its output is finite and unused).
+        """
+        block = block_causal_mask(num_frames, tokens_per_frame, self.direction, device)  # (L, L)
+        if frame_mask is None or self.attends_padding or bool(frame_mask.all()):
+            return block[None, None]
+        real = repeat(frame_mask.to(device), "b f -> b (f n)", n=tokens_per_frame)  # (B, L)
+        allowed = (
+            real[:, None, :] | ~real[:, :, None]
+        )  # (B, Lq, Lk): real keys, or any key for padding queries
+        return (block[None] & allowed)[:, None]  # (B, 1, L, L)
+
+    def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The module on flattened tokens: ``x`` (B, L, C) with a mask from ``build_mask``; returns (B, L, C)."""
+        return super().forward(x, mask=mask)
+
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """Block-causal self-attention over frames.
+
+        Args:
+            x: (B, F, N, C) tokens, frame by frame.
+            frame_mask: (B, F) bool, True = real frame; padding frames are not attended (unless
+                ``attends_padding``) and their outputs are finite but meaningless.
+
+        Returns:
+            (B, F, N, C).
+        """
+        if x.dim() != 4:
+            raise ValueError(
+                f"x: expected a 4-D tensor (batch, frames, tokens, dim), got shape {tuple(x.shape)}"
+            )
+        batch, frames, tokens, _ = x.shape
+        if frame_mask is not None and (
+            frame_mask.dtype != torch.bool or tuple(frame_mask.shape) != (batch, frames)
+        ):
+            raise ValueError(
+                f"frame_mask: expected a bool tensor of shape {(batch, frames)}, "
+                f"got {frame_mask.dtype} of shape {tuple(frame_mask.shape)}"
+            )
+        mask = self.build_mask(frames, tokens, frame_mask, x.device)
+        flat = rearrange(x, "b f n c -> b (f n) c")
+        return rearrange(self.forward_tokens(flat, mask), "b (f n) c -> b f n c", f=frames)

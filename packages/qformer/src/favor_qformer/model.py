@@ -1,0 +1,359 @@
+"""The causal window Q-Former of FAVOR (Sun et al., 2023, arXiv 2310.05863, Sec. 3.2).
+
+A video's synchronised audio-visual token stream is cut into windows of frames (``windows.py``); each window is
+LayerNorm-ed, given a learned position embedding that restarts in every window, and summarised by a BLIP-2 style
+Q-Former into ``num_queries`` tokens. Every layer first runs a block-causal attention over the window's tokens
+(``attention.BlockCausalAttention``) and cross-attends to its output.
+
+Shape legend: B videos, T frames, N tokens per frame, D feature width, W windows per video (padded), Nw real
+windows in the batch, F frames per window, L = F * N tokens per window, Q queries, H query width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ._validation import validate_inputs
+from .config import CausalQFormerConfig
+from .layer import CausalQFormerLayer
+from .windows import gather_windows, plan_windows, scatter_windows, window_frame_ranges, window_mask
+
+
+@dataclass
+class CausalQFormerOutput:
+    """What [`CausalQFormer`][favor_qformer.CausalQFormer] returns.
+
+    Attributes:
+        tokens: (B, W, Q, H) query tokens per window; zero on padding windows.
+        window_mask: (B, W) bool, True on real windows.
+        window_frames: (B, W, 2) long, ``[start, end)`` real frames of each window; ``[0, 0)`` on padding windows.
+        hidden_states: With ``output_hidden_states``: ``num_layers + 1`` tensors (B, W, Q, H), the query stream
+            entering layer 0 (query embeddings) and after each layer.
+        encoder_hidden_states: With ``output_hidden_states``: (B, W, L, D), the window tokens after the input
+            LayerNorm and position embedding.
+        causal_hidden_states: With ``output_hidden_states``: per layer (B, W, L, D), the causal module's output
+            (``None`` for a layer that did not compute it).
+    """
+
+    tokens: torch.Tensor
+    window_mask: torch.Tensor
+    window_frames: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    encoder_hidden_states: torch.Tensor | None = None
+    causal_hidden_states: tuple[torch.Tensor | None, ...] | None = None
+
+
+class CausalQFormer(nn.Module):
+    """Block-causal window Q-Former.
+
+    Args:
+        config: Sizes and switches; the defaults are the released FAVOR model.
+
+    Example:
+        >>> model = CausalQFormer(CausalQFormerConfig(hidden_size=64, num_heads=4, intermediate_size=128,
+        ...     encoder_hidden_size=96, causal_num_heads=4, tokens_per_frame=8)).eval()
+        >>> out = model(torch.randn(2, 23, 8, 96))  # 23 frames -> 3 windows of 10
+        >>> out.tokens.shape
+        torch.Size([2, 3, 32, 64])
+    """
+
+    def __init__(self, config: CausalQFormerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or CausalQFormerConfig()
+        self.query_tokens = nn.Parameter(torch.randn(1, config.num_queries, config.hidden_size) * 0.02)
+        self.query_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.input_layernorm = (
+            nn.LayerNorm(config.encoder_hidden_size, eps=config.input_layer_norm_eps)
+            if config.input_layernorm
+            else None
+        )
+        self.position_embedding = (
+            nn.Embedding(config.max_position_embeddings, config.encoder_hidden_size)
+            if config.position_embedding == "window"
+            else None
+        )
+        self.layers = nn.ModuleList(CausalQFormerLayer(config, i) for i in range(config.num_layers))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """BERT initialisation: normal(0, 0.02) weights, zero biases, unit LayerNorms."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype (inputs are cast to it)."""
+        return self.query_tokens.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The parameters' device."""
+        return self.query_tokens.device
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each layer during backward (saves activation memory when training)."""
+        self.config.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Undo ``gradient_checkpointing_enable``."""
+        self.config.gradient_checkpointing = False
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Switch every attention block to ``backend`` (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``)."""
+        CausalQFormerConfig(**{**self.config.to_dict(), "attention_backend": backend})  # validates the name
+        self.config.attention_backend = backend
+        for module in self.modules():
+            if hasattr(module, "backend"):
+                module.backend = backend
+
+    def embed_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """Input stage: ``windows`` (Nw, F, N, D) -> (Nw, L, D) after the input LayerNorm and position embedding.
+
+        Padding frames enter as zeros, so (as released) they leave as the LayerNorm bias plus the position embedding.
+        """
+        x = rearrange(windows, "w f n d -> w (f n) d")
+        if self.input_layernorm is not None:
+            x = self.input_layernorm(x)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding.weight[: x.shape[1]]  # positions 0..L-1, restarting per window
+        return x
+
+    def query_embeddings(self, num_windows: int) -> torch.Tensor:
+        """The query stream entering layer 0: LayerNorm(query tokens), (Nw, Q, H), as BLIP-2's embeddings."""
+        q = self.query_layernorm(self.query_tokens)
+        q = nn.functional.dropout(q, p=self.config.dropout, training=self.training)
+        return q.expand(num_windows, -1, -1)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
+    ) -> CausalQFormerOutput:
+        """Summarise every window of every video into ``num_queries`` tokens.
+
+        Args:
+            features: (B, T, N, D) per-frame tokens (N = ``tokens_per_frame``, D = ``encoder_hidden_size``); cast
+                to the model's dtype.
+            frame_mask: (B, T) bool, True = real frame, real frames first; ``None`` = all real. Only real windows
+                are computed (packed together), so padding costs nothing.
+            output_hidden_states: Also return the intermediates (see ``CausalQFormerOutput``).
+
+        Returns:
+            ``CausalQFormerOutput`` with ``tokens`` (B, W, Q, H), ``window_mask`` (B, W) and ``window_frames`` (B, W, 2),
+            W = the most windows of any video (at least 1). An all-padding batch gives zero tokens and an all-False
+            ``window_mask``.
+
+        Raises:
+            ValueError: wrong rank, width, tokens per frame, zero frames, a bad ``frame_mask``, or (with
+                ``config.check_finite``) NaN/inf features.
+        """
+        config = self.config
+        features, frame_mask, lengths = validate_inputs(features, frame_mask, config)
+        features = features.to(self.dtype)
+        batch = features.shape[0]
+        plan = plan_windows(lengths, config.window_size, config.window_stride, device=features.device)
+        mask = window_mask(plan, batch)
+        frames = window_frame_ranges(plan, batch)
+        if plan.num_real == 0:
+            tokens = features.new_zeros(batch, plan.max_windows, config.num_queries, config.hidden_size)
+            return CausalQFormerOutput(tokens, mask, frames)
+
+        windows, frame_valid = gather_windows(features, plan, config.window_size)  # (Nw, F, N, D), (Nw, F)
+        x = self.embed_windows(windows)  # (Nw, L, D)
+        n = config.tokens_per_frame
+        partial = any(length < config.window_size for length in plan.real_frames)
+        cross_mask = repeat(frame_valid, "w f -> w 1 1 (f n)", n=n) if partial else None  # (Nw, 1, 1, L)
+        key_lengths = [length * n for length in plan.real_frames] if partial else None
+        causal_mask = None
+        first = self.layers[0] if len(self.layers) else None
+        if first is not None and first.causal_attention is not None:
+            causal_mask = first.causal_attention.build_mask(
+                config.window_size, n, frame_valid if partial else None, features.device
+            )
+
+        h = self.query_embeddings(plan.num_real)  # (Nw, Q, H)
+        hidden, causal_states = [h], []
+        source = x
+        for layer in self.layers:
+            if config.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                h, causal_out = checkpoint(
+                    layer, h, source, causal_mask, cross_mask, key_lengths, use_reentrant=False
+                )
+            else:
+                h, causal_out = layer(h, source, causal_mask, cross_mask, key_lengths)
+            if config.stack_causal and causal_out is not None:
+                source = causal_out
+            hidden.append(h)
+            causal_states.append(causal_out)
+
+        tokens = scatter_windows(h, plan, batch)  # (B, W, Q, H)
+        if not output_hidden_states:
+            return CausalQFormerOutput(tokens, mask, frames)
+        return CausalQFormerOutput(
+            tokens,
+            mask,
+            frames,
+            hidden_states=tuple(scatter_windows(t, plan, batch) for t in hidden),
+            encoder_hidden_states=scatter_windows(x, plan, batch),
+            causal_hidden_states=tuple(
+                None if t is None else scatter_windows(t, plan, batch) for t in causal_states
+            ),
+        )
+
+    # ----- foreign checkpoints -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_favor_official(
+        cls, state_dict: dict[str, torch.Tensor], config: CausalQFormerConfig | None = None, **overrides: Any
+    ) -> CausalQFormer:
+        """Load the released FAVOR checkpoint layout (``video_Qformer.bert…``, ``video_query_tokens``,
+        ``ln_video.*``, ``video_frame_position_embedding.weight``).
+
+        Every tensor must map to a parameter and every parameter must be set (``…embeddings.position_ids`` is
+        ignored). With ``config=None`` the sizes come from the tensor shapes; the head count cannot, so it is the
+        released 12 (pass ``config`` or ``num_heads=``/``causal_num_heads=`` for other models). The released
+        quirks are switched on: input LayerNorm eps 1e-5 and ``causal_attends_window_padding=True``.
+
+        Args:
+            state_dict: The released tensors (other prefixes, e.g. the LLM's, must be removed first).
+            config: Full configuration; ``None`` = inferred.
+            **overrides: Config fields to set on top (e.g. ``attention_backend="eager"``).
+
+        Raises:
+            ValueError: unknown, missing or wrongly shaped tensors (all listed), or sizes that cannot be inferred.
+        """
+        from ._convert import official_config, official_to_native
+
+        native = official_to_native(state_dict)
+        config = official_config(native, config, overrides)
+        model = cls(config)
+        model.load_native_state_dict(native, source="from_favor_official")
+        return model
+
+    @classmethod
+    def from_blip2_qformer(
+        cls,
+        model_or_state_dict: Any,
+        query_tokens: torch.Tensor | None = None,
+        **overrides: Any,
+    ) -> CausalQFormer:
+        """Start from a BLIP-2 / InstructBLIP Q-Former (transformers or LAVIS weights).
+
+        Accepts a transformers ``Blip2QFormerModel`` / ``InstructBlipQFormerModel``, a full ``Blip2Model`` /
+        ``Blip2ForConditionalGeneration`` / ``InstructBlip…`` (its ``qformer`` and ``query_tokens`` are used), or a
+        state dict in the transformers (``encoder.layer.i.attention.attention.query``) or LAVIS
+        (``Qformer.bert.encoder.layer.i.attention.self.query``) layout. transformers is not imported: a model is
+        read through its ``state_dict()`` and ``config``.
+
+        The result has ``causal=False``, no input LayerNorm and no position embedding, and BLIP-2's sizes and
+        cross-attention frequency, so with one window covering the input it computes what BLIP-2 computes.
+        ``overrides`` set any config field (``window_size=…``, or ``causal=True`` to add freshly initialised
+        causal modules). Text-side tensors (word/position embeddings, the text FFN, LM head) are ignored and may
+        be absent (LAVIS-style checkpoints).
+
+        Args:
+            model_or_state_dict: The model or its state dict.
+            query_tokens: (1, Q, H) learned queries; ``None`` = taken from the model/state dict (``query_tokens``),
+                else freshly initialised.
+            **overrides: Config fields. With a bare state dict, ``num_heads`` defaults to ``hidden_size // 64``.
+
+        Raises:
+            ValueError: unexpected or wrongly shaped tensors, or missing Q-Former tensors (all listed).
+        """
+        from ._convert import blip2_to_native
+
+        native, config = blip2_to_native(model_or_state_dict, query_tokens, overrides)
+        model = cls(config)
+        fresh = ("causal_attention", "input_layernorm", "position_embedding")
+        if "query_tokens" not in native:
+            fresh = (*fresh, "query_tokens")
+        model.load_native_state_dict(native, source="from_blip2_qformer", allow_missing=fresh)
+        return model
+
+    def load_native_state_dict(
+        self, state_dict: dict[str, torch.Tensor], source: str = "load", allow_missing: tuple[str, ...] = ()
+    ) -> None:
+        """Load tensors under this model's own names, refusing missing/unexpected keys and wrong shapes.
+
+        Args:
+            state_dict: Tensors keyed like ``self.state_dict()``.
+            source: Named in the error message.
+            allow_missing: Key fragments whose absence is fine (those parameters keep their current values).
+
+        Raises:
+            ValueError: listing every missing key, unexpected key and shape mismatch.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict and not any(part in k for part in allow_missing)]
+        unexpected = sorted(k for k in state_dict if k not in own)
+        shapes = [
+            f"{k}: expected {tuple(own[k].shape)}, got {tuple(v.shape)}"
+            for k, v in state_dict.items()
+            if k in own and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if missing or unexpected or shapes:
+            raise ValueError(
+                f"{source}: state dict does not match the model (config {self.config.to_dict()}): "
+                f"missing keys {missing}; unexpected keys {unexpected}; wrong shapes {shapes}"
+            )
+        self.load_state_dict(state_dict, strict=False)
+
+    # ----- save / load -------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created); returns it."""
+        from ._hub import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory_or_repo_id: str | Path,
+        *,
+        revision: str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> CausalQFormer:
+        """Load from a local directory or a Hugging Face Hub repository written by ``save_pretrained``.
+
+        The model takes the dtype of the stored tensors unless ``dtype`` is given.
+
+        Raises:
+            ValueError: missing/unexpected keys or wrong shapes (all listed), or a missing file.
+        """
+        from ._hub import from_pretrained
+
+        return from_pretrained(cls, directory_or_repo_id, revision=revision, dtype=dtype)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str | None = None,
+    ) -> str:
+        """Upload ``config.json`` + ``model.safetensors`` to the Hub repository ``repo_id`` (created if needed).
+
+        Returns:
+            The commit URL.
+        """
+        from ._hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message)
