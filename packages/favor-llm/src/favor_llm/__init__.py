@@ -1,1 +1,30 @@
-"""favor_llm."""
+"""favor-llm: the FAVOR audio-visual LLM (Sun et al., 2023, arXiv 2310.05863) as a transformers model.
+
+- `FavorConfig` / `FavorModel`: frozen vision + audio encoders, the temporal synchroniser (`favor_avsync`), the
+  causal Q-Former (`favor_qformer`), a linear projection and a causal LM with LoRA; ``AutoConfig`` /
+  ``AutoModel`` know ``model_type="favor"``.
+- `FavorProcessor`: questions + media (paths, bytes, `favor_avsync.MediaClip`, arrays) -> model inputs.
+- `favor_llm.testing.tiny_model_and_processor`: a complete tiny FAVOR built offline.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .configuration import FavorConfig
+from .layout import AVLayout, av_tokens_per_minute, num_windows
+from .modeling import FavorModel, FavorOutput
+from .processing import FavorProcessor
+
+AutoConfig.register("favor", FavorConfig, exist_ok=True)
+AutoModel.register(FavorConfig, FavorModel, exist_ok=True)
+AutoModelForCausalLM.register(FavorConfig, FavorModel, exist_ok=True)
+
+__all__ = [
+    "AVLayout",
+    "FavorConfig",
+    "FavorModel",
+    "FavorOutput",
+    "FavorProcessor",
+    "av_tokens_per_minute",
+    "num_windows",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,298 @@
+"""`FavorConfig`: the composite configuration of a FAVOR audio-visual LLM (Sun et al., 2023, arXiv 2310.05863, Sec. 3).
+
+Like LLaVA's config it nests the configs of the parts it composes:
+
+- ``vision_config``: any transformers vision model. The released stack is InstructBLIP's ViT (EVA ViT-g) whose
+  patch tokens go through InstructBLIP's Q-Former (``vision_qformer_config``), giving ``vision_num_query_tokens``
+  (32) tokens of width 768 per frame. Without ``vision_qformer_config`` (CLIP, SigLIP, ...) the patch tokens are
+  average-pooled to ``tokens_per_frame`` tokens.
+- ``audio_configs``: one or more audio encoders (Whisper's encoder first), each with its feature rate in
+  ``audio_feature_rates`` (Hz). Audio longer than an encoder's window (30 s for Whisper) is encoded in consecutive
+  chunks whose features are concatenated, never cut.
+- synchroniser settings (``fps``, ``sync_mode``, ``sync_overflow``, ``image_repeat``, ``max_media_seconds``),
+- ``qformer_config``: the fields of `favor_qformer.CausalQFormerConfig` (a dict, filled with the released values;
+  ``encoder_hidden_size`` and ``tokens_per_frame`` are derived from the encoders),
+- ``text_config``: any ``AutoModelForCausalLM`` config (Llama, Qwen2, ...),
+- LoRA settings, ``diversity_loss_weight``, the AV placeholder token and the prompt template.
+
+``FavorConfig()`` with no arguments is the released FAVOR model (EVA ViT-g + InstructBLIP Q-Former, Whisper
+large-v2 encoder, 2-layer causal Q-Former with 32 queries over windows of 10 frames at 2 fps, Vicuna-13B, LoRA
+r=32 on q/k/v/o).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+__all__ = ["RELEASED_PROMPT_TEMPLATE", "RELEASED_TEXT_ONLY_TEMPLATE", "FavorConfig"]
+
+#: The released prompt (``openllama.py``: ``PROMPT_START = 'USER: <Img>'`` + AV tokens + ``'</Img> ' + question +
+#: '\nASSISTANT:'``); ``{media}`` marks where the AV placeholder goes, ``{question}`` the user's text.
+RELEASED_PROMPT_TEMPLATE = "USER: <Img>{media}</Img> {question}\nASSISTANT:"
+#: The same conversation without media (text-only questions).
+RELEASED_TEXT_ONLY_TEMPLATE = "USER: {question}\nASSISTANT:"
+
+# Released component sizes (public model cards).
+_EVA_VIT_G = {  # InstructBLIP's vision tower (transformers' InstructBlipVisionConfig defaults are EVA ViT-g)
+    "hidden_size": 1408,
+    "intermediate_size": 6144,
+    "num_hidden_layers": 39,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+}
+_INSTRUCTBLIP_QFORMER = {
+    "vocab_size": 30523,  # bert-base-uncased + the [DEC] token
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "cross_attention_frequency": 2,
+    "encoder_hidden_size": 1408,
+}
+_WHISPER_LARGE_V2 = {
+    "d_model": 1280,
+    "encoder_layers": 32,
+    "encoder_attention_heads": 20,
+    "encoder_ffn_dim": 5120,
+    "decoder_layers": 32,
+    "decoder_attention_heads": 20,
+    "decoder_ffn_dim": 5120,
+    "num_mel_bins": 80,
+    "vocab_size": 51865,
+    "max_source_positions": 1500,
+}
+_VICUNA_13B = {
+    "vocab_size": 32000,
+    "hidden_size": 5120,
+    "intermediate_size": 13824,
+    "num_hidden_layers": 40,
+    "num_attention_heads": 40,
+    "num_key_value_heads": 40,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+}
+#: The released causal Q-Former (favor_qformer.CausalQFormerConfig defaults, restated so the config is complete
+#: without importing it).
+_RELEASED_QFORMER = {
+    "hidden_size": 768,
+    "num_layers": 2,
+    "num_heads": 12,
+    "intermediate_size": 3072,
+    "num_queries": 32,
+    "window_size": 10,
+    "window_stride": 10,
+}
+
+_SERIALISED_LIST_OF_CONFIGS = ("audio_configs",)
+
+
+def _as_config(value: dict | PretrainedConfig, name: str) -> PretrainedConfig:
+    """A sub-config from a config object or a dict carrying ``model_type``."""
+    if isinstance(value, PretrainedConfig):
+        return value
+    if isinstance(value, dict):
+        if "model_type" not in value:
+            raise ValueError(
+                f"{name}: a dict needs a 'model_type' key (e.g. 'whisper'); got keys {sorted(value)}"
+            )
+        kwargs = {k: v for k, v in value.items() if k != "model_type"}
+        return AutoConfig.for_model(value["model_type"], **kwargs)
+    raise ValueError(f"{name}: expected a transformers config or a dict, got {type(value).__name__}")
+
+
+class FavorConfig(PretrainedConfig):
+    r"""Configuration of `FavorModel`; defaults are the released FAVOR model.
+
+    Args:
+        vision_config: config of the frame encoder (default: InstructBLIP's EVA ViT-g).
+        vision_qformer_config: config of an InstructBLIP/BLIP-2 Q-Former applied per frame (default with the
+            default vision: InstructBLIP's, 12 layers). ``None`` with a custom ``vision_config``: pooled patch tokens.
+        vision_num_query_tokens: query tokens of that Q-Former (tokens per frame), 32 as released.
+        vision_use_instruction: feed the question to the InstructBLIP Q-Former (``qformer_input_ids``) when given.
+        audio_configs: list of audio encoder configs (default: ``[Whisper large-v2]``).
+        audio_feature_rates: feature rate of each audio encoder in Hz (Whisper: 50).
+        audio_sample_rate: sample rate of the waveforms the audio encoders read (Whisper: 16 kHz).
+        audio_hidden_size: width each audio stream is projected to before synchronisation (released: 768, the
+            visual token width; ``None`` = the visual token width).
+        fps: frames per second sampled from videos (2 as released).
+        sync_mode: `favor_avsync.TemporalSynchroniser` mode (``"time"`` or ``"released"``).
+        sync_overflow: what the synchroniser does when a frame has more audio steps than slots.
+        image_repeat: frames an image spans when there is no audio (60 as released).
+        max_media_seconds: longest media accepted (``None``: no limit).
+        qformer_config: `favor_qformer.CausalQFormerConfig` fields (dict).
+        text_config: config of the causal LM (default: Vicuna-13B).
+        use_lora, lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA on the LLM (released: 32, 32, 0.1,
+            q/k/v/o projections).
+        diversity_loss_weight: weight of the Q-Former diversity loss in the training loss (0.01 as released).
+        av_token: the placeholder the processor expands into ``windows x num_queries`` copies.
+        av_token_id: its id in the tokenizer (set by the processor / builder).
+        prompt_template, text_only_template: the conversation wrapping a question (``{media}``, ``{question}``).
+        qformer_fp32: keep the causal Q-Former and the audio projections in float32 under mixed precision
+            (transformers' ``_keep_in_fp32_modules`` policy for BLIP-2's Q-Former).
+        component_sources: where the frozen parts' weights come from when a delta checkpoint is loaded:
+            ``{"vision": {"name_or_path": ..., "prefix": ...}, "audio_0": {...}, "text": {...}}``.
+    """
+
+    model_type = "favor"
+    sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="instructblip_vision_model", optional=True
+        ),
+        "vision_qformer_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="instructblip_qformer", optional=True
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", optional=True),
+    }
+
+    vision_config: dict | PretrainedConfig | None = None
+    vision_qformer_config: dict | PretrainedConfig | None = None
+    vision_num_query_tokens: int = 32
+    vision_use_instruction: bool = True
+    audio_configs: list | None = None
+    audio_feature_rates: list | None = None
+    audio_hidden_size: int | None = None
+    audio_sample_rate: int = 16000
+    fps: float = 2.0
+    sync_mode: str = "time"
+    sync_overflow: str = "error"
+    image_repeat: int = 60
+    max_media_seconds: float | None = 300.0
+    qformer_config: dict | None = None
+    text_config: dict | PretrainedConfig | None = None
+    use_lora: bool = True
+    lora_r: int = 32
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_target_modules: list | None = None
+    diversity_loss_weight: float = 0.01
+    av_token: str = "<AV>"
+    av_token_id: int | None = None
+    prompt_template: str = RELEASED_PROMPT_TEMPLATE
+    text_only_template: str = RELEASED_TEXT_ONLY_TEMPLATE
+    qformer_fp32: bool = True
+    component_sources: dict | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        released_vision = self.vision_config is None
+        if released_vision:
+            self.vision_config = AutoConfig.for_model("instructblip_vision_model", **_EVA_VIT_G)
+            if self.vision_qformer_config is None:
+                self.vision_qformer_config = AutoConfig.for_model(
+                    "instructblip_qformer", **_INSTRUCTBLIP_QFORMER
+                )
+        if self.text_config is None:
+            self.text_config = AutoConfig.for_model("llama", **_VICUNA_13B)
+        super().__post_init__(**kwargs)
+        self.vision_config = _as_config(self.vision_config, "vision_config")
+        if self.vision_qformer_config is not None:
+            self.vision_qformer_config = _as_config(self.vision_qformer_config, "vision_qformer_config")
+        self.text_config = _as_config(self.text_config, "text_config")
+
+        if self.audio_configs is None:
+            self.audio_configs = [AutoConfig.for_model("whisper", **_WHISPER_LARGE_V2)]
+        if not isinstance(self.audio_configs, (list, tuple)):
+            raise ValueError(
+                f"audio_configs: expected a list of configs, got {type(self.audio_configs).__name__}"
+            )
+        self.audio_configs = [_as_config(c, f"audio_configs[{i}]") for i, c in enumerate(self.audio_configs)]
+        if self.audio_feature_rates is None:
+            self.audio_feature_rates = [_default_feature_rate(c) for c in self.audio_configs]
+        self.audio_feature_rates = [float(r) for r in self.audio_feature_rates]
+        if len(self.audio_feature_rates) != len(self.audio_configs):
+            raise ValueError(
+                f"audio_feature_rates: expected one rate per audio encoder ({len(self.audio_configs)}), "
+                f"got {self.audio_feature_rates}"
+            )
+        if any(r <= 0 for r in self.audio_feature_rates):
+            raise ValueError(f"audio_feature_rates: rates must be > 0 Hz, got {self.audio_feature_rates}")
+        if self.fps <= 0:
+            raise ValueError(f"fps: expected > 0, got {self.fps}")
+        if self.lora_target_modules is None:
+            self.lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]
+        self.lora_target_modules = list(self.lora_target_modules)
+
+        qformer = dict(_RELEASED_QFORMER)
+        qformer.update(self.qformer_config or {})
+        qformer["tokens_per_frame"] = self.tokens_per_frame
+        qformer["encoder_hidden_size"] = self.visual_hidden_size + self.audio_stream_width * len(
+            self.audio_configs
+        )
+        self.qformer_config = qformer
+        if self.component_sources is None:
+            self.component_sources = {}
+
+    # ----------------------------------------------------------------------------------------------------- derived
+    @property
+    def visual_hidden_size(self) -> int:
+        """Width of one visual token after the frame encoder (768 released: the InstructBLIP Q-Former width)."""
+        if self.vision_qformer_config is not None:
+            return int(self.vision_qformer_config.hidden_size)
+        return int(self.vision_config.hidden_size)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame (``N``), which is also the number of audio slots per frame."""
+        if self.vision_qformer_config is not None:
+            return int(self.vision_num_query_tokens)
+        return int(self.qformer_config.get("tokens_per_frame", 32)) if self.qformer_config else 32
+
+    @property
+    def audio_stream_width(self) -> int:
+        """Width of each audio stream after its trainable projection."""
+        return int(self.audio_hidden_size) if self.audio_hidden_size is not None else self.visual_hidden_size
+
+    @property
+    def num_queries(self) -> int:
+        """AV tokens the LLM receives per window."""
+        return int(self.qformer_config["num_queries"])
+
+    # ------------------------------------------------------------------------------------------------ serialising
+    def to_dict(self) -> dict[str, Any]:
+        """Like `PretrainedConfig.to_dict`, also serialising the list of audio configs."""
+        lists = {k: getattr(self, k) for k in _SERIALISED_LIST_OF_CONFIGS}
+        try:
+            for k in lists:
+                self.__dict__[k] = None
+            output = super().to_dict()
+        finally:
+            for k, v in lists.items():
+                self.__dict__[k] = v
+        for k, configs in lists.items():
+            items = []
+            for c in configs or []:
+                d = c.to_dict()
+                d.pop("transformers_version", None)
+                items.append(d)
+            output[k] = items
+        output["qformer_config"] = copy.deepcopy(self.qformer_config)
+        return output
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """Diff dict with the audio configs always present (they are a list, which the base class can't diff)."""
+        lists = {k: getattr(self, k) for k in _SERIALISED_LIST_OF_CONFIGS}
+        try:
+            for k in lists:
+                self.__dict__[k] = None
+            output = super().to_diff_dict()
+        finally:
+            for k, v in lists.items():
+                self.__dict__[k] = v
+        full = self.to_dict()
+        for k in _SERIALISED_LIST_OF_CONFIGS:
+            output[k] = full[k]
+        return output
+
+
+def _default_feature_rate(config: PretrainedConfig) -> float:
+    """Feature rate (Hz) of a known audio encoder; Whisper: 100 mel frames/s halved by its stride-2 conv = 50 Hz."""
+    if config.model_type == "whisper":
+        return 50.0
+    raise ValueError(
+        f"audio_feature_rates: no default rate for audio encoder type {config.model_type!r}; pass its rate in Hz"
+    )

@@ -1,0 +1,103 @@
+"""How many AV tokens a media item becomes: the contract between `FavorProcessor` and `FavorModel`.
+
+The processor expands the prompt's single AV placeholder into exactly as many placeholder tokens as the model
+later produces, and the model checks the counts match. Both sides compute them with `AVLayout`:
+
+``frames = max(visual frames, frames the audio needs)`` (the synchroniser's ``timeline="longest"``, released),
+``windows = 1 + ceil((frames - window_size) / window_stride)`` (one window for ``frames <= window_size``),
+``tokens = windows * num_queries``.
+
+Released settings (2 fps, windows of 10 frames, 32 queries): 12 windows per minute, 384 AV tokens per minute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .audio import audio_steps
+from .configuration import FavorConfig
+
+__all__ = ["AVLayout", "av_tokens_per_minute", "num_windows"]
+
+
+def num_windows(num_frames: int, window_size: int, window_stride: int) -> int:
+    """Windows the causal Q-Former makes of ``num_frames`` frames (0 frames: 0 windows); `favor_qformer`'s rule."""
+    from favor_qformer import count_windows
+
+    return count_windows(int(num_frames), int(window_size), int(window_stride))
+
+
+@dataclass
+class AVLayout:
+    """The settings that decide how many frames, windows and AV tokens a media item gives (released defaults)."""
+
+    fps: float = 2.0
+    audio_feature_rates: list[float] = field(default_factory=lambda: [50.0])
+    tokens_per_frame: int = 32
+    sync_mode: str = "time"
+    sync_overflow: str = "error"
+    window_size: int = 10
+    window_stride: int = 10
+    num_queries: int = 32
+    sample_rate: int = 16000
+    image_repeat: int = 60
+    max_media_seconds: float | None = 300.0
+
+    @classmethod
+    def from_config(cls, config: FavorConfig) -> AVLayout:
+        q = config.qformer_config
+        return cls(
+            fps=float(config.fps),
+            audio_feature_rates=[float(r) for r in config.audio_feature_rates],
+            tokens_per_frame=config.tokens_per_frame,
+            sync_mode=config.sync_mode,
+            sync_overflow=config.sync_overflow,
+            window_size=int(q["window_size"]),
+            window_stride=int(q["window_stride"]),
+            num_queries=config.num_queries,
+            sample_rate=int(config.audio_sample_rate),
+            image_repeat=int(config.image_repeat),
+            max_media_seconds=config.max_media_seconds,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def synchroniser(self):
+        """The `favor_avsync.TemporalSynchroniser` these settings describe."""
+        from favor_avsync import TemporalSynchroniser
+
+        return TemporalSynchroniser(
+            fps=self.fps,
+            audio_rates=tuple(self.audio_feature_rates),
+            tokens_per_frame=self.tokens_per_frame,
+            mode=self.sync_mode,
+            overflow=self.sync_overflow,
+        )
+
+    def audio_frames(self, audio_samples: int) -> int:
+        """Frames the audio needs (the frame of its last encoder step's centre + 1, over all audio streams)."""
+        sync = self.synchroniser()
+        frames = 0
+        for stream, rate in enumerate(self.audio_feature_rates):
+            steps = int(audio_steps(int(audio_samples), rate, self.sample_rate))
+            frames = max(frames, sync.num_frames(steps, stream=stream))
+        return frames
+
+    def timeline_frames(self, visual_frames: int, audio_samples: int) -> int:
+        """Frames of a sample after synchronisation: the longer of its visual frames and its audio's frames."""
+        return max(int(visual_frames), self.audio_frames(audio_samples))
+
+    def av_tokens(self, visual_frames: int, audio_samples: int) -> int:
+        """AV tokens (placeholder copies) for one media item."""
+        frames = self.timeline_frames(visual_frames, audio_samples)
+        return num_windows(frames, self.window_size, self.window_stride) * self.num_queries
+
+    def tokens_per_minute(self) -> float:
+        """AV tokens per minute of video (released: 120 frames -> 12 windows x 32 queries = 384)."""
+        return 60.0 * self.fps / self.window_stride * self.num_queries
+
+
+def av_tokens_per_minute(config: FavorConfig | None = None) -> float:
+    """AV tokens per minute of video for ``config`` (default: the released FAVOR, 384)."""
+    return AVLayout.from_config(config or FavorConfig()).tokens_per_minute()

@@ -1,0 +1,593 @@
+"""`FavorModel`: frozen encoders + temporal synchroniser + causal Q-Former + LoRA LLM (Sun et al., 2023, Sec. 3).
+
+Data flow for one batch (shape legend below)::
+
+    pixel_values (B, F, C, H, W) --FrameEncoder (frozen)--> visual (B, T, N, Dv)   images repeated over frames
+    input_features (B, K, M, L) --AudioEncoder (frozen)---> (B, S, Da) --audio_projections--> (B, S, Dp)
+    TemporalSynchroniser(visual, audio)                 --> features (B, T, N, Dv + Dp), frame_mask (B, T)
+    CausalQFormer(features, frame_mask)                 --> tokens (B, W, Q, H), window_mask (B, W)
+    language_projection                                 --> (B, W, Q, E) scattered into the placeholder positions
+    language_model (LoRA)                               --> logits (B, Lt, V)
+
+``loss = CE(answer tokens) + diversity_loss_weight * diversity_loss(tokens)`` (released Sec. 3.3).
+
+Modalities follow the released modality-mask conventions: the missing stream is zero (video only: no audio
+steps and its audio column of the modality mask is 0; audio only: zero frames and the visual column 0; an image
+is one frame repeated over ``image_repeat`` frames, or over the audio's frames when it comes with audio).
+
+Shape legend: ``B`` batch, ``F`` distinct frames given, ``T`` frames after synchronisation, ``N`` tokens per
+frame, ``Dv`` visual width, ``Dp`` projected audio width, ``W`` windows, ``Q`` queries, ``H`` Q-Former width,
+``E`` LLM width, ``Lt`` text tokens, ``V`` vocabulary, ``K`` audio windows (30 s chunks), ``M`` mel bins,
+``L`` mel frames per chunk, ``S`` audio encoder steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .audio import AudioEncoder, audio_steps, chunk_samples
+from .configuration import FavorConfig
+from .lora import add_lora
+from .vision import FrameEncoder
+
+__all__ = ["AV_INPUT_NAMES", "FavorModel", "FavorOutput"]
+
+#: Inputs that only the first (prefill) forward of `generate` needs; later steps reuse the KV cache.
+AV_INPUT_NAMES = (
+    "pixel_values",
+    "pixel_lengths",
+    "frame_lengths",
+    "input_features",
+    "audio_lengths",
+    "qformer_input_ids",
+    "qformer_attention_mask",
+    "modality_mask",
+)
+
+
+@dataclass
+class FavorOutput(ModelOutput):
+    """Output of `FavorModel.forward`.
+
+    Attributes:
+        loss: ``lm_loss + diversity_loss_weight * diversity_loss`` (when ``labels`` are given).
+        lm_loss: cross-entropy over the answer tokens (labels != -100).
+        diversity_loss: the Q-Former diversity loss over real windows (0 without media).
+        logits: ``(B, Lt, V)``.
+        cache: the LLM's KV cache (generation).
+        av_tokens: ``(B, W, Q, H)`` Q-Former output tokens (before the LLM projection), ``None`` without media.
+        window_mask: ``(B, W)`` real windows.
+    """
+
+    loss: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
+    diversity_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cache: Any = None
+    av_tokens: torch.Tensor | None = None
+    window_mask: torch.Tensor | None = None
+
+
+class FavorPreTrainedModel(PreTrainedModel):
+    """Base class wiring `FavorConfig` into transformers (AutoModel, generation)."""
+
+    config_class = FavorConfig
+    base_model_prefix = "favor"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    # Mixed precision: like transformers' BLIP-2 (which keeps its query tokens / Q-Former in fp32), the causal
+    # Q-Former and the small trainable projections stay in float32; see `FavorModel.to_mixed_precision`.
+    _keep_in_fp32_modules: ClassVar[list[str]] = ["qformer", "audio_projections"]
+    _no_split_modules: ClassVar[list[str]] = [
+        "LlamaDecoderLayer",
+        "WhisperEncoderLayer",
+        "InstructBlipEncoderLayer",
+    ]
+
+    def init_weights(self) -> None:
+        """Every part is initialised by its own constructor (and the frozen ones are usually loaded)."""
+
+
+class FavorModel(FavorPreTrainedModel, GenerationMixin):
+    """The FAVOR audio-visual LLM.
+
+    Submodules (state-dict prefixes are public API): ``vision`` (`FrameEncoder`, frozen), ``audio_encoders``
+    (frozen Whisper encoders), ``audio_projections`` (trainable), ``synchroniser`` (no parameters), ``qformer``
+    (`favor_qformer.CausalQFormer`, trainable), ``language_projection`` (trainable), ``language_model`` (the causal
+    LM, frozen, with trainable LoRA adapters when ``config.use_lora``).
+
+    Args:
+        config: the model config.
+        language_model: an already built / loaded causal LM to use instead of one built from ``config.text_config``
+            (LoRA is added to it).
+    """
+
+    def __init__(self, config: FavorConfig, language_model: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        from favor_avsync import TemporalSynchroniser
+        from favor_qformer import CausalQFormer, CausalQFormerConfig
+
+        self.vision = FrameEncoder(config)
+        self.audio_encoders = nn.ModuleList([AudioEncoder(c) for c in config.audio_configs])
+        self.audio_projections = nn.ModuleList(
+            [nn.Linear(enc.hidden_size, config.audio_stream_width) for enc in self.audio_encoders]
+        )
+        self.synchroniser = TemporalSynchroniser(
+            fps=config.fps,
+            audio_rates=tuple(config.audio_feature_rates),
+            tokens_per_frame=config.tokens_per_frame,
+            mode=config.sync_mode,
+            overflow=config.sync_overflow,
+        )
+        self.qformer = CausalQFormer(CausalQFormerConfig(**config.qformer_config))
+        llm = (
+            language_model
+            if language_model is not None
+            else AutoModelForCausalLM.from_config(config.text_config)
+        )
+        self.language_projection = nn.Linear(
+            config.qformer_config["hidden_size"], config.text_config.hidden_size
+        )
+        self.language_model = add_lora(llm, config) if config.use_lora else llm
+        self._freeze_frozen_parts()
+        self.generation_config = _generation_config(config)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------------ structure
+    @property
+    def causal_lm(self) -> PreTrainedModel:
+        """The causal LM itself (LoRA layers injected in place when LoRA is on)."""
+        lm = self.language_model
+        return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+    def frozen_modules(self) -> Iterator[tuple[str, nn.Module]]:
+        """The frozen encoders (always in eval mode, never receive gradients)."""
+        yield "vision", self.vision
+        for i, enc in enumerate(self.audio_encoders):
+            yield f"audio_encoders.{i}", enc
+
+    def _freeze_frozen_parts(self) -> None:
+        for _, module in self.frozen_modules():
+            module.requires_grad_(False)
+            module.eval()
+        if self.config.use_lora:
+            for name, p in self.language_model.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            self.language_model.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FavorModel:
+        """Like `nn.Module.train`, but the frozen encoders stay in eval mode (no dropout, as released)."""
+        super().train(mode)
+        for _, module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.causal_lm.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.causal_lm.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.causal_lm.get_output_embeddings()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every parameter that training changes (projections, Q-Former, LoRA), under `state_dict` names."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> FavorModel:
+        """Cast to ``dtype`` except ``_keep_in_fp32_modules`` (the Q-Former and audio projections stay float32).
+
+        The causal Q-Former's LayerNorms over 1536-wide features and its softmaxes over 320-token windows are
+        where half precision loses most; it is small (tens of millions of parameters), so, as transformers does
+        for BLIP-2's Q-Former, it stays in float32 and its output is cast to the LLM's dtype.
+        """
+        self.to(dtype)
+        if self.config.qformer_fp32:
+            for name in self._keep_in_fp32_modules:
+                getattr(self, name).to(torch.float32)
+        return self
+
+    # --------------------------------------------------------------------------------------------- AV encoding
+    def encode_media(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        pixel_lengths: torch.Tensor | None = None,
+        frame_lengths: torch.Tensor | None = None,
+        input_features: torch.Tensor | list[torch.Tensor] | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        modality_mask: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Media -> Q-Former tokens.
+
+        Args:
+            pixel_values: ``(B, F, C, H, W)`` frames (zeros past ``pixel_lengths``).
+            pixel_lengths: ``(B,)`` distinct frames per sample (0: no visual input; 1 and ``frame_lengths > 1``:
+                an image repeated over ``frame_lengths`` frames).
+            frame_lengths: ``(B,)`` frames the visual stream spans (default ``pixel_lengths``).
+            input_features: ``(B, K, M, L)`` Whisper log-mel windows (a list, one per audio encoder).
+            audio_lengths: ``(B,)`` audio samples at ``config.audio_sample_rate`` (0: no audio).
+            qformer_input_ids, qformer_attention_mask: ``(B, Lq)`` instruction for InstructBLIP's Q-Former.
+            modality_mask: ``(B, 1 + n_audio)`` override of the stream mask (default: 1 where the stream exists).
+
+        Returns:
+            ``tokens (B, W, Q, H)``, ``window_mask (B, W)``, ``diversity_loss`` (scalar).
+        """
+        from favor_qformer import diversity_loss
+
+        device = self.language_projection.weight.device
+        batch = _batch_size(batch_size, pixel_values, input_features)
+        zeros = torch.zeros(batch, dtype=torch.long, device=device)
+        pixel_lengths = _lengths(pixel_lengths, pixel_values, 1, batch, "pixel_lengths", device)
+        frame_lengths = pixel_lengths.clone() if frame_lengths is None else frame_lengths.to(device).long()
+        features_list = _as_list(input_features, len(self.audio_encoders))
+        if audio_lengths is None:
+            audio_lengths = zeros if input_features is None else None
+        if audio_lengths is None:
+            raise ValueError(
+                "audio_lengths: required with input_features (audio samples per sample, 0 = no audio)"
+            )
+        audio_lengths = audio_lengths.to(device).long()
+        _check_batch("frame_lengths", frame_lengths, batch)
+        _check_batch("audio_lengths", audio_lengths, batch)
+        repeat = (pixel_lengths == 1) & (frame_lengths > 1)
+        if bool(((pixel_lengths != frame_lengths) & ~repeat).any()):
+            raise ValueError(
+                "frame_lengths: must equal pixel_lengths for videos (or be >= 1 for an image, pixel_lengths == 1); "
+                f"got pixel_lengths={pixel_lengths.tolist()}, frame_lengths={frame_lengths.tolist()}"
+            )
+
+        visual = self._encode_visual(
+            pixel_values, pixel_lengths, frame_lengths, qformer_input_ids, qformer_attention_mask, batch
+        )  # (B, Tv, N, Dv)
+        audio, steps = self._encode_audio(features_list, audio_lengths, batch, visual.dtype)
+        if modality_mask is None:
+            columns = [frame_lengths > 0] + [audio_lengths > 0 for _ in self.audio_encoders]
+            modality_mask = torch.stack(columns, dim=1).to(visual.dtype)
+        synced = self.synchroniser(
+            visual,
+            audio if len(audio) > 1 else audio[0],
+            visual_lengths=frame_lengths,
+            audio_lengths=steps if len(steps) > 1 else steps[0],
+            modality_mask=modality_mask.to(device=device, dtype=visual.dtype),
+        )
+        q_dtype = self.qformer_dtype
+        out = self.qformer(synced.features.to(q_dtype), synced.frame_mask)
+        div = diversity_loss(out.tokens, out.window_mask)
+        return out.tokens, out.window_mask, div
+
+    @property
+    def qformer_dtype(self) -> torch.dtype:
+        return next(self.qformer.parameters()).dtype
+
+    def _encode_visual(
+        self,
+        pixel_values: torch.Tensor | None,
+        pixel_lengths: torch.Tensor,
+        frame_lengths: torch.Tensor,
+        qformer_input_ids: torch.Tensor | None,
+        qformer_attention_mask: torch.Tensor | None,
+        batch: int,
+    ) -> torch.Tensor:
+        """``(B, F, C, H, W)`` -> ``(B, Tv, N, Dv)``, only real frames encoded (packed over the batch)."""
+        n, dv = self.config.tokens_per_frame, self.config.visual_hidden_size
+        dtype = self.qformer_dtype if self.config.qformer_fp32 else self.vision.dtype
+        device = self.language_projection.weight.device
+        max_frames = int(frame_lengths.max()) if batch else 0
+        visual = torch.zeros(batch, max_frames, n, dv, dtype=dtype, device=device)
+        if pixel_values is None or int(pixel_lengths.sum()) == 0:
+            return visual
+        if pixel_values.ndim != 5:
+            raise ValueError(
+                f"pixel_values: expected (batch, frames, channels, height, width), got shape {tuple(pixel_values.shape)}"
+            )
+        real = torch.arange(pixel_values.shape[1], device=device)[None, :] < pixel_lengths[:, None]  # (B, F)
+        pixels = pixel_values.to(device)[real]  # (sum F, C, H, W)
+        ids = mask = None
+        if self.config.vision_use_instruction and qformer_input_ids is not None:
+            _check_batch("qformer_input_ids", qformer_input_ids, batch)
+            owner = torch.arange(batch, device=device)[:, None].expand_as(real)[
+                real
+            ]  # (sum F,) sample of each frame
+            ids = qformer_input_ids.to(device)[owner]
+            if qformer_attention_mask is not None:
+                mask = qformer_attention_mask.to(device)[owner]
+        with torch.no_grad():
+            tokens = self.vision(pixels, ids, mask).to(dtype)  # (sum F, N, Dv)
+        frames = list(tokens.split(pixel_lengths.tolist()))
+        for b in range(batch):
+            count = int(frame_lengths[b])
+            if count == 0 or frames[b].shape[0] == 0:
+                continue
+            visual[b, :count] = frames[b].expand(count, -1, -1) if frames[b].shape[0] == 1 else frames[b]
+        return visual
+
+    def _encode_audio(
+        self, features: list[torch.Tensor | None], audio_lengths: torch.Tensor, batch: int, dtype: torch.dtype
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each encoder: ``(B, K, M, L)`` -> projected ``(B, S, Dp)`` and real steps ``(B,)``."""
+        device = self.language_projection.weight.device
+        sample_rate = self.config.audio_sample_rate
+        streams, lengths = [], []
+        for enc, proj, rate, feats, cfg in zip(
+            self.audio_encoders,
+            self.audio_projections,
+            self.config.audio_feature_rates,
+            features,
+            self.config.audio_configs,
+        ):
+            steps = audio_steps(audio_lengths, rate, sample_rate).to(device)  # (B,)
+            if feats is None or batch == 0 or int(audio_lengths.max()) == 0:
+                if int(steps.max()) > 0:
+                    raise ValueError("input_features: missing, but audio_lengths say some samples have audio")
+                streams.append(torch.zeros(batch, 0, proj.out_features, dtype=dtype, device=device))
+                lengths.append(steps)
+                continue
+            if feats.ndim != 4 or feats.shape[0] != batch:
+                raise ValueError(
+                    f"input_features: expected (batch={batch}, chunks, mel_bins, frames), got {tuple(feats.shape)}"
+                )
+            per_chunk = chunk_samples(cfg, sample_rate)
+            chunks = torch.div(audio_lengths + per_chunk - 1, per_chunk, rounding_mode="floor")
+            if int(chunks.max()) > feats.shape[1]:
+                raise ValueError(
+                    f"input_features: audio_lengths={audio_lengths.tolist()} need {chunks.tolist()} windows of "
+                    f"{per_chunk} samples but input_features has {feats.shape[1]}"
+                )
+            with torch.no_grad():
+                encoded = enc(feats.to(device), chunks)  # (B, K * P, Da)
+            projected = proj(encoded.to(proj.weight.dtype)).to(dtype)  # (B, S, Dp)
+            streams.append(projected)
+            lengths.append(steps.clamp(max=projected.shape[1]))
+        return streams, lengths
+
+    # ----------------------------------------------------------------------------------------------- embedding
+    def _scatter_av(
+        self,
+        input_ids: torch.Tensor,
+        inputs_embeds: torch.Tensor,
+        tokens: torch.Tensor | None,
+        window_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Put the projected AV tokens where ``input_ids`` holds the placeholder; counts must match exactly."""
+        placeholder = self.config.av_token_id
+        if placeholder is None:
+            if tokens is not None:
+                raise ValueError(
+                    "config.av_token_id: not set; the processor sets it (it is the id of config.av_token)"
+                )
+            return inputs_embeds
+        is_av = input_ids == placeholder  # (B, Lt)
+        have = is_av.sum(dim=1)  # (B,)
+        if tokens is None:
+            if bool((have > 0).any()):
+                raise ValueError(
+                    f"input_ids: hold {have.tolist()} AV placeholder tokens ({self.config.av_token!r}) per sample but "
+                    "no media was given (pixel_values / input_features)"
+                )
+            return inputs_embeds
+        q = tokens.shape[2]
+        want = window_mask.sum(dim=1) * q  # (B,)
+        if have.shape != want.shape or bool((have != want.to(have.device)).any()):
+            raise ValueError(
+                f"input_ids: the number of AV placeholder tokens ({self.config.av_token!r}) per sample must equal "
+                f"windows x queries of its media; got {have.tolist()} placeholders, expected {want.tolist()} "
+                "(use FavorProcessor, which expands one placeholder per media item)"
+            )
+        projected = self.language_projection(tokens[window_mask].to(self.language_projection.weight.dtype))
+        # (real windows, Q, E) in batch-major order, which is the row-major order of `is_av`.
+        projected = projected.reshape(-1, projected.shape[-1]).to(inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(is_av[..., None].to(inputs_embeds.device), projected)
+
+    # ------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_lengths: torch.Tensor | None = None,
+        frame_lengths: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        modality_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> FavorOutput:
+        """Run the model; see the module docstring for shapes. Returns a `FavorOutput`.
+
+        Args:
+            input_ids: ``(B, Lt)`` prompt (+ answer) tokens with the AV placeholder expanded (`FavorProcessor`).
+            attention_mask: ``(B, Lt)`` 1 for real tokens (left or right padding).
+            position_ids: ``(B, Lt)``; default from ``attention_mask`` (padding-invariant positions).
+            labels: ``(B, Lt)`` answer tokens, -100 elsewhere.
+            pixel_values ... modality_mask: media, see `encode_media`.
+        """
+        past_key_values = kwargs.pop("past_key_values", None)
+        cache = cache if cache is not None else past_key_values
+        has_media = pixel_values is not None or input_features is not None
+        tokens = window_mask = None
+        div = None
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("input_ids, inputs_embeds: give one of them, not both")
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("input_ids: required (or inputs_embeds)")
+            if has_media:
+                tokens, window_mask, div = self.encode_media(
+                    pixel_values,
+                    pixel_lengths,
+                    frame_lengths,
+                    input_features,
+                    audio_lengths,
+                    qformer_input_ids,
+                    qformer_attention_mask,
+                    modality_mask,
+                    batch_size=input_ids.shape[0],
+                )
+                if tokens.shape[0] != input_ids.shape[0]:
+                    raise ValueError(
+                        f"pixel_values/input_features: batch size {tokens.shape[0]} differs from input_ids' "
+                        f"{input_ids.shape[0]}"
+                    )
+            safe_ids = input_ids
+            if (
+                self.config.av_token_id is not None
+                and self.config.av_token_id >= self.get_input_embeddings().num_embeddings
+            ):
+                safe_ids = input_ids.masked_fill(input_ids == self.config.av_token_id, 0)
+            inputs_embeds = self.get_input_embeddings()(safe_ids)
+            is_prefill = cache is None or _cache_length(cache) == 0
+            if has_media or is_prefill:
+                inputs_embeds = self._scatter_av(input_ids, inputs_embeds, tokens, window_mask)
+        if attention_mask is not None and attention_mask.shape[:2] != (
+            inputs_embeds.shape[0],
+            attention_mask.shape[1],
+        ):
+            raise ValueError(
+                f"attention_mask: expected batch size {inputs_embeds.shape[0]}, got shape {tuple(attention_mask.shape)}"
+            )
+        if position_ids is None and attention_mask is not None:
+            # Positions count real tokens only, so left padding does not shift a sample's positions.
+            full = attention_mask.long().cumsum(-1) - 1
+            position_ids = full.clamp(min=0)[:, -inputs_embeds.shape[1] :]
+        if labels is not None and labels.shape != inputs_embeds.shape[:2]:
+            raise ValueError(
+                f"labels: expected shape {tuple(inputs_embeds.shape[:2])} like input_ids, got {tuple(labels.shape)}"
+            )
+        out = self.causal_lm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        logits = out.logits
+        lm_loss = loss = None
+        if labels is not None:
+            lm_loss = _causal_lm_loss(logits, labels.to(logits.device))
+            loss = lm_loss
+            if div is not None and self.config.diversity_loss_weight:
+                loss = loss + self.config.diversity_loss_weight * div.to(loss.dtype)
+        if div is None and labels is not None:
+            div = torch.zeros((), device=logits.device)
+        return FavorOutput(
+            loss=loss,
+            lm_loss=lm_loss,
+            diversity_loss=div,
+            logits=logits,
+            cache=getattr(out, "cache", None) if hasattr(out, "cache") else out.get("past_key_values"),
+            av_tokens=tokens,
+            window_mask=window_mask,
+        )
+
+    # ---------------------------------------------------------------------------------------------- generation
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any, **kwargs: Any) -> dict:
+        """Media inputs go to the first (prefill) forward only; later steps read the KV cache."""
+        is_first = kwargs.get("is_first_iteration", False)
+        model_inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        if not is_first:
+            for name in AV_INPUT_NAMES:
+                model_inputs.pop(name, None)
+        return model_inputs
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over positions whose label is not -100 (float32 for stability)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    if not bool((shift_labels != -100).any()):
+        raise ValueError("labels: no answer token (every label is -100 after the first position)")
+    return nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+    )
+
+
+def _cache_length(cache: Any) -> int:
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return 0
+
+
+def _batch_size(batch_size: int | None, pixel_values: torch.Tensor | None, features: Any) -> int:
+    sizes = {}
+    if pixel_values is not None:
+        sizes["pixel_values"] = pixel_values.shape[0]
+    for i, f in enumerate(_as_list(features, None)):
+        if f is not None:
+            sizes["input_features" if i == 0 else f"input_features[{i}]"] = f.shape[0]
+    if batch_size is not None:
+        sizes["input_ids"] = batch_size
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"batch sizes differ between inputs: {sizes}")
+    if not sizes:
+        raise ValueError("pixel_values, input_features: give at least one of them to encode media")
+    return next(iter(sizes.values()))
+
+
+def _as_list(features: Any, count: int | None) -> list:
+    if features is None:
+        return [None] * (count or 1)
+    if isinstance(features, torch.Tensor):
+        items = [features]
+    else:
+        items = list(features)
+    if count is not None and len(items) != count:
+        raise ValueError(
+            f"input_features: expected {count} tensors (one per audio encoder), got {len(items)}"
+        )
+    return items
+
+
+def _lengths(
+    lengths: torch.Tensor | None,
+    values: torch.Tensor | None,
+    dim: int,
+    batch: int,
+    name: str,
+    device: torch.device,
+) -> torch.Tensor:
+    if lengths is None:
+        size = values.shape[dim] if values is not None else 0
+        return torch.full((batch,), size, dtype=torch.long, device=device)
+    lengths = torch.as_tensor(lengths, device=device).long()
+    _check_batch(name, lengths, batch)
+    if values is not None and int(lengths.max()) > values.shape[dim]:
+        raise ValueError(f"{name}: {lengths.tolist()} exceed the {values.shape[dim]} frames of pixel_values")
+    return lengths
+
+
+def _check_batch(name: str, tensor: torch.Tensor, batch: int) -> None:
+    if tensor.shape[0] != batch:
+        raise ValueError(f"{name}: expected batch size {batch}, got shape {tuple(tensor.shape)}")
+
+
+def _generation_config(config: FavorConfig) -> GenerationConfig:
+    text = config.text_config
+    return GenerationConfig(
+        bos_token_id=getattr(text, "bos_token_id", None),
+        eos_token_id=getattr(text, "eos_token_id", None),
+        pad_token_id=getattr(text, "pad_token_id", None),
+    )

@@ -1,0 +1,133 @@
+"""Frozen frame encoder: a transformers vision model, optionally followed by a BLIP-2/InstructBLIP Q-Former.
+
+Released FAVOR (Sec. 3.1): every frame goes through InstructBLIP's EVA ViT-g and its instruction-aware Q-Former,
+giving ``N = 32`` tokens of width 768 per frame. Other vision towers (CLIP, SigLIP, ...) give patch tokens that are
+average-pooled (adaptive, in patch order) to ``N = tokens_per_frame`` tokens.
+
+Shape legend: ``F`` frames (packed over the batch), ``C`` channels, ``H``/``W`` pixels, ``P`` patch tokens,
+``N`` tokens per frame, ``Dv`` visual token width, ``L`` instruction tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, PretrainedConfig
+
+from .configuration import FavorConfig
+
+__all__ = ["FrameEncoder", "build_vision_model", "build_vision_qformer"]
+
+# Vision towers that AutoModel does not map from their sub-config (they live inside composite BLIP models).
+_VISION_CLASSES = {
+    "instructblip_vision_model": ("transformers", "InstructBlipVisionModel"),
+    "blip_2_vision_model": ("transformers", "Blip2VisionModel"),
+}
+_QFORMER_CLASSES = {
+    "instructblip_qformer": ("transformers", "InstructBlipQFormerModel"),
+    "blip_2_qformer": ("transformers", "Blip2QFormerModel"),
+}
+# Vision towers whose first output token is a [CLS] token, dropped before pooling patch tokens.
+_HAS_CLS_TOKEN = {"clip_vision_model", "instructblip_vision_model", "blip_2_vision_model", "vit"}
+
+
+def _class_for(table: dict[str, tuple[str, str]], config: PretrainedConfig):
+    import importlib
+
+    module, name = table[config.model_type]
+    return getattr(importlib.import_module(module), name)
+
+
+def build_vision_model(config: PretrainedConfig) -> nn.Module:
+    """A randomly initialised vision tower for ``config`` (any transformers vision config)."""
+    if config.model_type in _VISION_CLASSES:
+        return _class_for(_VISION_CLASSES, config)(config)
+    return AutoModel.from_config(config)
+
+
+def build_vision_qformer(config: PretrainedConfig) -> nn.Module:
+    """A randomly initialised InstructBLIP / BLIP-2 Q-Former for ``config``."""
+    if config.model_type not in _QFORMER_CLASSES:
+        raise ValueError(
+            f"vision_qformer_config: expected model_type in {sorted(_QFORMER_CLASSES)}, got {config.model_type!r}"
+        )
+    return _class_for(_QFORMER_CLASSES, config)(config)
+
+
+class FrameEncoder(nn.Module):
+    """Frozen per-frame visual tokens: ``pixel_values (F, C, H, W) -> (F, N, Dv)``.
+
+    Submodules (their state-dict names are the public key layout): ``vision_model``, and with a Q-Former
+    ``qformer`` + ``query_tokens (1, N, Dv)`` exactly as in transformers' ``InstructBlipForConditionalGeneration``
+    (so its weights load by prefix).
+    """
+
+    def __init__(self, config: FavorConfig) -> None:
+        super().__init__()
+        self.vision_model = build_vision_model(config.vision_config)
+        self.has_qformer = config.vision_qformer_config is not None
+        self.tokens_per_frame = config.tokens_per_frame
+        self.drop_cls = config.vision_config.model_type in _HAS_CLS_TOKEN
+        if self.has_qformer:
+            self.qformer = build_vision_qformer(config.vision_qformer_config)
+            self.query_tokens = nn.Parameter(
+                torch.zeros(1, config.vision_num_query_tokens, config.vision_qformer_config.hidden_size)
+            )
+            nn.init.normal_(self.query_tokens, std=0.02)
+            self.instruction_aware = config.vision_qformer_config.model_type == "instructblip_qformer"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vision_model.parameters()).dtype
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        instruction_ids: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
+        frame_batch_size: int = 256,
+    ) -> torch.Tensor:
+        """Encode frames in slices of ``frame_batch_size`` (bounded memory for long videos).
+
+        Args:
+            pixel_values: ``(F, C, H, W)`` normalised frames.
+            instruction_ids: ``(F, L)`` Q-Former instruction tokens per frame (InstructBLIP only; optional).
+            instruction_mask: ``(F, L)`` their attention mask.
+
+        Returns:
+            ``(F, N, Dv)`` visual tokens.
+        """
+        outputs = []
+        for start in range(0, pixel_values.shape[0], frame_batch_size):
+            stop = start + frame_batch_size
+            ids = instruction_ids[start:stop] if instruction_ids is not None else None
+            mask = instruction_mask[start:stop] if instruction_mask is not None else None
+            outputs.append(self._encode(pixel_values[start:stop], ids, mask))
+        return torch.cat(outputs, dim=0)
+
+    def _encode(
+        self, pixels: torch.Tensor, ids: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        patches = self.vision_model(pixel_values=pixels.to(self.dtype)).last_hidden_state  # (F, P, Dvis)
+        if not self.has_qformer:
+            if self.drop_cls:
+                patches = patches[:, 1:]
+            # (F, P, D) -> (F, N, D): adaptive average pooling over patch order
+            return nn.functional.adaptive_avg_pool1d(
+                patches.transpose(1, 2), self.tokens_per_frame
+            ).transpose(1, 2)
+        queries = self.query_tokens.expand(patches.shape[0], -1, -1)  # (F, N, Dv)
+        num_queries = queries.shape[1]
+        if self.instruction_aware and ids is not None:
+            query_mask = torch.ones(queries.shape[:2], dtype=torch.long, device=queries.device)
+            mask = torch.ones_like(ids) if mask is None else mask
+            out = self.qformer(
+                input_ids=ids,
+                attention_mask=torch.cat([query_mask, mask.to(query_mask.dtype)], dim=1),
+                query_embeds=queries,
+                encoder_hidden_states=patches,
+            ).last_hidden_state
+        else:
+            extra = {"input_ids": None} if self.instruction_aware else {}
+            out = self.qformer(query_embeds=queries, encoder_hidden_states=patches, **extra).last_hidden_state
+        return out[:, :num_queries]  # (F, N, Dv): the instruction tokens' outputs are not visual tokens
