@@ -37,6 +37,14 @@ def reference_dir() -> Path:
     return REFERENCE_DIR
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist each worker gets one core: two workers with two torch threads each would fight.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     import torch
