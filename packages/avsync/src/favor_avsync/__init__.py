@@ -6,7 +6,15 @@
   one clock (needs the ``[media]`` extra: PyAV and tqdm, imported only when media is loaded).
 """
 
+from favor_avsync.media import MediaClip, MediaError, MissingMediaError, load_media
 from favor_avsync.synchroniser import SyncOutput, TemporalSynchroniser
 
-__all__ = ["SyncOutput", "TemporalSynchroniser"]
+__all__ = [
+    "MediaClip",
+    "MediaError",
+    "MissingMediaError",
+    "SyncOutput",
+    "TemporalSynchroniser",
+    "load_media",
+]
 __version__ = "0.1.0"

@@ -1,0 +1,215 @@
+"""Real media decoded with PyAV: every sampled frame has the colour of its time, the tone lands on time.
+
+The clips are written in the tests by ``favor_avsync.testing.make_test_clip`` (h264 + AAC in MP4, h264 + PCM in
+Matroska, audio starting 0.5 s late, 29.97 fps, variable frame rate, no audio, audio only, images, bytes).
+Measured tone-onset errors are printed in the terminal summary (tests/avsync/conftest.py; not under xdist)
+and recorded as junit properties.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from favor_avsync import MediaClip, TemporalSynchroniser, load_media
+from favor_avsync.testing import make_test_clip, nearest_colour, tone_onset
+
+pytest.importorskip("av")
+
+ONSET_TOLERANCE = 0.020  # seconds
+
+CLIPS = {
+    "mp4_h264_aac": dict(container="mp4"),
+    "mp4_h264_aac_44k": dict(container="mp4", sample_rate=44100),
+    "mkv_h264_pcm": dict(container="mkv"),
+    "mp4_audio_0.5s_late": dict(container="mp4", audio_offset=0.5),
+    "mkv_audio_0.5s_late": dict(container="mkv", audio_offset=0.5),
+    "mp4_29.97fps": dict(container="mp4", fps=30000 / 1001),
+    "mkv_29.97fps": dict(container="mkv", fps=30000 / 1001, duration=2.5, tone_at=1.3),
+    "mkv_vfr": dict(container="mkv", vfr=True),
+    "mp4_vfr": dict(container="mp4", vfr=True, tone_at=0.77),
+    "mp4_no_audio": dict(container="mp4", audio=False),
+    "wav": dict(container="wav"),
+    "flac": dict(container="flac", tone_at=0.5),
+    "mp3": dict(container="mp3", tone_at=1.25),
+    "png": dict(container="png"),
+    "jpg": dict(container="jpg"),
+}
+SUFFIX = {"mp4": "mp4", "mkv": "mkv", "wav": "wav", "flac": "flac", "mp3": "mp3", "png": "png", "jpg": "jpg"}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    made = {}
+    for name, kwargs in CLIPS.items():
+        made[name] = make_test_clip(root / f"{name}.{SUFFIX[kwargs['container']]}", **kwargs)
+    made["bytes_mp4"] = make_test_clip(None, container="mp4", tone_at=0.6)
+    made["bytes_mkv_late"] = make_test_clip(None, container="mkv", audio_offset=0.5, tone_at=1.1)
+    return made
+
+
+def _check_frames(spec, clip: MediaClip, centre_colour: bool = True):
+    assert clip.frames is not None and clip.frames.dtype == torch.uint8
+    width, height = spec.size
+    assert clip.frames.shape[1:] == (3, height, width)
+    t_count = clip.frames.shape[0]
+    # frame_times are the starts of the synchroniser's intervals [t / fps, (t + 1) / fps).
+    sync = TemporalSynchroniser(fps=clip.fps)
+    torch.testing.assert_close(clip.frame_times, sync.frame_times(t_count)[:, 0])
+    for t in range(t_count):
+        centre = (t + 0.5) / clip.fps
+        shown = spec.frame_showing_at(centre)  # the source frame on screen at the interval's centre
+        assert shown is not None
+        assert clip.source_times[t].item() == pytest.approx(shown, abs=1e-3), f"frame {t}"
+        mean_rgb = clip.frames[t].double().mean(dim=(1, 2)).tolist()
+        got = nearest_colour(mean_rgb, spec.colours)
+        assert got == spec.colour_index_at(shown), f"frame {t} at {centre:.3f} s has colour {mean_rgb}"
+        # At 2 fps the centres are >= 50 ms from every colour change, so away from the video's end the picture
+        # is the colour of the centre's time itself (sampling at the interval start would fail this).
+        if centre_colour and centre < spec.frame_times[-1]:
+            assert got == spec.colour_index_at(centre)
+
+
+def _check_audio(name, spec, clip: MediaClip, errors=None, record=None):
+    assert clip.audio is not None and clip.audio.dtype == torch.float32 and clip.audio.ndim == 1
+    assert clip.sample_rate == 16000
+    onset = tone_onset(clip.audio.numpy(), clip.sample_rate)
+    assert onset is not None
+    err = onset - spec.tone_at
+    if errors is not None:
+        errors[name] = err
+    if record is not None:
+        record("tone_onset_error_ms", round(err * 1000, 3))
+    assert abs(err) <= ONSET_TOLERANCE, f"{name}: tone at {onset:.4f} s, truth {spec.tone_at} s"
+    # Silence before the tone (including the 0.5 s of padding for a late audio stream).
+    before = clip.audio[: int((spec.tone_at - 0.03) * clip.sample_rate)]
+    assert before.abs().max().item() < 0.02
+    # The audio lasts as long as the stream (within one 20 ms step).
+    assert clip.audio.shape[0] / clip.sample_rate == pytest.approx(spec.duration, abs=0.02)
+
+
+@pytest.mark.parametrize("name", [*CLIPS, "bytes_mp4", "bytes_mkv_late"])
+def test_media_matrix(clips, name, record_property, onset_errors):
+    spec = clips[name]
+    clip = load_media(spec.source, fps=2.0, sample_rate=16000)
+    if spec.container in ("png", "jpg"):
+        assert clip.frames is not None and clip.frames.shape[0] == 1
+        assert clip.audio is None
+        assert clip.duration == pytest.approx(0.5)
+        got = nearest_colour(clip.frames[0].double().mean(dim=(1, 2)).tolist(), spec.colours)
+        assert got == 0
+        return
+    if spec.has_video:
+        _check_frames(spec, clip)
+        # ceil(video_end * fps) frames; the last source frame lasts about one nominal frame.
+        video_end = spec.frame_times[-1] + 1 / spec.fps
+        assert clip.frames.shape[0] == math.ceil(video_end * 2 - 1e-6)
+    else:
+        assert clip.frames is None and clip.frame_times.numel() == 0
+    if spec.has_audio:
+        _check_audio(name, spec, clip, onset_errors, record_property)
+    else:
+        assert clip.audio is None
+    assert clip.duration == pytest.approx(spec.duration, abs=0.03)
+
+
+def test_late_audio_is_padded_with_silence_at_the_front(clips):
+    spec = clips["mp4_audio_0.5s_late"]
+    clip = load_media(spec.source)
+    assert clip.audio is not None
+    # 0.5 s of padding, then the stream; the clip clock still starts at the first video frame.
+    assert clip.audio[:8000].abs().max().item() < 1e-3
+    assert clip.source_times[0].item() == pytest.approx(0.24)
+
+
+def test_resampling_keeps_time(clips):
+    spec = clips["mkv_h264_pcm"]
+    for rate in (8000, 22050, 48000):
+        clip = load_media(spec.source, sample_rate=rate)
+        assert clip.sample_rate == rate
+        assert clip.audio.shape[0] == pytest.approx(spec.duration * rate, abs=rate * 0.01)
+        assert abs(tone_onset(clip.audio.numpy(), rate) - spec.tone_at) < 0.005
+
+
+def test_frames_at_other_rates(clips):
+    spec = clips["mp4_29.97fps"]
+    clip = load_media(spec.source, fps=30000 / 1001)
+    # Sampling at the source rate returns every source frame once, in order.
+    assert clip.source_times.numpy() == pytest.approx(np.asarray(spec.frame_times), abs=1e-3)
+    clip = load_media(spec.source, fps=5.0)
+    _check_frames(spec, clip, centre_colour=False)
+
+
+def test_start_end_cut_moves_the_clock(clips):
+    spec = clips["mkv_h264_pcm"]
+    clip = load_media(spec.source, start=0.6, end=1.8)
+    assert clip.duration == pytest.approx(1.2)
+    assert clip.frames.shape[0] == 3  # [0, 0.5), [0.5, 1.0), [1.0, 1.5) start before 1.2 s
+    for t in range(3):
+        # The last frame's centre (1.85 s) lies past the cut: it shows the last picture before the end.
+        centre = min(0.6 + (t + 0.5) / 2, 1.8 - 1e-6)
+        assert clip.source_times[t].item() + 0.6 == pytest.approx(spec.frame_showing_at(centre))
+    assert clip.audio.shape[0] == round(1.2 * 16000)
+    assert tone_onset(clip.audio.numpy(), 16000) == pytest.approx(spec.tone_at - 0.6, abs=0.005)
+
+
+def test_max_seconds_cuts_with_a_warning(clips):
+    spec = clips["mp4_h264_aac"]
+    with pytest.warns(UserWarning, match=r"mp4_h264_aac\.mp4: longer than max_seconds=1\.2"):
+        clip = load_media(spec.source, max_seconds=1.2)
+    assert clip.duration == pytest.approx(1.2)
+    assert clip.frames.shape[0] == 3
+    assert clip.audio.shape[0] == round(1.2 * 16000)
+
+
+def test_no_warning_when_within_max_seconds(clips, recwarn):
+    load_media(clips["mkv_h264_pcm"].source, max_seconds=10.0)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_streaming_converts_only_kept_frames(clips, monkeypatch):
+    """Decoding never converts (let alone holds) the source video at full frame rate."""
+    import favor_avsync.media as media
+
+    calls = []
+    real = media._rgb
+    monkeypatch.setattr(media, "_rgb", lambda frame: calls.append(1) or real(frame))
+    spec = clips["mp4_h264_aac"]  # 50 source frames at 25 fps
+    clip = load_media(spec.source, fps=2.0)
+    assert clip.frames.shape[0] == 4
+    assert len(calls) <= 4 < len(spec.frame_times)
+
+
+def test_progress_bar(clips, capsys):
+    load_media(clips["mkv_h264_pcm"].source, progress=True)
+    assert "video" in capsys.readouterr().err
+
+
+def test_synchronised_end_to_end(clips):
+    """Decoded clip -> per-frame colour features and 50 Hz audio energy -> synchroniser: the tone lands in the
+    frame that contains its onset, beside that frame's picture."""
+    spec = clips["mp4_audio_0.5s_late"]
+    clip = load_media(spec.source)
+    visual = clip.frames.double().mean(dim=(2, 3))[None, :, None, :].expand(1, -1, 32, -1)  # (1, T, 32, 3)
+    hop = clip.sample_rate // 50
+    steps = clip.audio.shape[0] // hop
+    energy = clip.audio[: steps * hop].double().reshape(steps, hop).pow(2).mean(1)  # (S,) at 50 Hz
+    out = TemporalSynchroniser(fps=2.0, audio_rates=(50.0,))(visual.contiguous(), energy[None, :, None])
+    loud = out.features[0, :, :, 3] > 0.01  # (T, 32)
+    first_frame = int(torch.nonzero(loud.any(1))[0])
+    assert first_frame == math.floor(spec.tone_at * 2)
+    slot = int(torch.nonzero(loud[first_frame])[0])
+    assert first_frame * 0.5 + slot * 0.02 == pytest.approx(spec.tone_at, abs=0.02)
+
+
+@pytest.mark.slow
+def test_long_clip_with_progress(tmp_path, capsys):
+    spec = make_test_clip(tmp_path / "long.mp4", duration=90.0, fps=25.0, tone_at=75.0)
+    clip = load_media(spec.source)  # over 60 s: progress bar by default
+    assert clip.frames.shape[0] == 180
+    assert abs(tone_onset(clip.audio.numpy(), 16000) - 75.0) < ONSET_TOLERANCE
+    assert "video" in capsys.readouterr().err
