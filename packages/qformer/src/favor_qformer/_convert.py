@@ -103,7 +103,7 @@ def official_config(
 ) -> CausalQFormerConfig:
     """The released configuration, sized from the tensors when ``config`` is None, plus ``overrides``."""
     if config is not None:
-        return CausalQFormerConfig.from_dict({**config.to_dict(), **overrides})
+        return CausalQFormerConfig.from_dict(_with_overrides(config.to_dict(), overrides))
     for needed in ("query_tokens", "layers.0.self_attention.query.weight", "layers.0.ffn.fc1.weight"):
         if needed not in native:
             raise ValueError(
@@ -135,7 +135,7 @@ def official_config(
     }
     if "position_embedding.weight" in native:
         fields["max_position_embeddings"] = native["position_embedding.weight"].shape[0]
-    fields.update(overrides)
+    fields = _with_overrides(fields, overrides)
     heads = fields.setdefault("num_heads", 12)
     fields.setdefault("causal_num_heads", heads)  # released: the causal module uses the Q-Former's head count
     for name, width in (("num_heads", hidden), ("causal_num_heads", encoder_hidden)):
@@ -144,6 +144,14 @@ def official_config(
                 f"from_favor_official: cannot infer {name} (released 12 does not divide {width}); pass config= or {name}="
             )
     return CausalQFormerConfig(**fields)
+
+
+def _with_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` updated by ``overrides``; a new ``window_size`` without a stride keeps windows non-overlapping."""
+    fields = {**fields, **overrides}
+    if "window_size" in overrides and "window_stride" not in overrides:
+        fields["window_stride"] = overrides["window_size"]
+    return fields
 
 
 def _largest_divisor_at_most(value: int, limit: int) -> int:
@@ -238,7 +246,7 @@ def blip2_to_native(
             )
     else:
         fields["num_heads"] = hidden // 64 if hidden % 64 == 0 else None  # BERT's head width is 64
-    fields.update(overrides)
+    fields = _with_overrides(fields, overrides)
     if fields["num_heads"] is None:
         raise ValueError(
             f"from_blip2_qformer: cannot infer num_heads from a state dict with hidden_size={hidden}; pass num_heads="
