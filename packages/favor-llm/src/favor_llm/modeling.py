@@ -23,8 +23,10 @@ frame, ``Dv`` visual width, ``Dp`` projected audio width, ``W`` windows, ``Q`` q
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -197,6 +199,86 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             for name in self._keep_in_fp32_modules:
                 getattr(self, name).to(torch.float32)
         return self
+
+    # ------------------------------------------------------------------------------------------- save / load
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        merge_lora: bool = False,
+        max_shard_size: str | int = "5GB",
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Save a delta checkpoint (config + trainable weights + LoRA adapter; the frozen encoders and base LLM are
+        referenced through ``config.component_sources``) or, with ``merge_lora=True``, everything with the LoRA
+        merged. See `favor_llm.checkpoint`. ``push_to_hub=True`` uploads the directory to ``repo_id``.
+
+        Raises:
+            ValueError: a delta save while a frozen part has no source (call `save_frozen_components` or set
+                ``config.component_sources``).
+        """
+        from .checkpoint import save_favor_model
+
+        save_favor_model(self, save_directory, merge_lora=merge_lora, max_shard_size=max_shard_size)
+        if push_to_hub:
+            from huggingface_hub import upload_folder
+
+            upload_folder(
+                repo_id=repo_id or Path(save_directory).name, folder_path=str(save_directory), **kwargs
+            )
+
+    def push_to_hub(self, repo_id: str, merge_lora: bool = False, **kwargs: Any) -> None:
+        """Save (delta or merged) into a temporary directory and upload it to the Hub repo ``repo_id``."""
+        import tempfile
+
+        from huggingface_hub import create_repo, upload_folder
+
+        create_repo(repo_id, exist_ok=True, private=kwargs.pop("private", None))
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, merge_lora=merge_lora)
+            upload_folder(repo_id=repo_id, folder_path=tmp, **kwargs)
+
+    def save_frozen_components(self, directory: str | os.PathLike) -> dict[str, dict]:
+        """Write the frozen encoders and the base LLM (without LoRA) under ``directory`` and reference them in
+        ``config.component_sources`` (for models built from configs, e.g. the tiny one, before a delta save)."""
+        from .checkpoint import save_frozen_components
+
+        return save_frozen_components(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: FavorConfig | None = None,
+        dtype: torch.dtype | None = None,
+        device_map: Any = None,
+        **kwargs: Any,
+    ) -> FavorModel:
+        """Load a FAVOR checkpoint (delta or full; local directory or Hub repo).
+
+        Args:
+            pretrained_model_name_or_path: the checkpoint directory or repo id.
+            config: a config to use instead of the checkpoint's.
+            dtype: load the LLM in this dtype and cast the rest with `to_mixed_precision`.
+            device_map, low_cpu_mem_usage, ...: passed to the LLM's ``AutoModelForCausalLM.from_pretrained``.
+
+        Raises:
+            ValueError: a missing, unexpected or wrongly shaped weight, or a checkpoint that is not FAVOR's.
+        """
+        from .checkpoint import load_favor_model
+
+        if model_args:
+            raise ValueError(
+                f"model_args: FavorModel.from_pretrained takes no positional arguments, got {model_args}"
+            )
+        dtype = kwargs.pop("torch_dtype", dtype)
+        for ignored in ("trust_remote_code", "_from_auto", "adapter_kwargs", "_commit_hash", "name_or_path"):
+            kwargs.pop(ignored, None)
+        return load_favor_model(
+            cls, pretrained_model_name_or_path, dtype=dtype, device_map=device_map, config=config, **kwargs
+        )
 
     # --------------------------------------------------------------------------------------------- AV encoding
     def encode_media(
