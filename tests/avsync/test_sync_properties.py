@@ -190,3 +190,23 @@ def test_29_97_fps_against_50hz_boundaries():
         t = math.floor(Fraction(2 * j + 1, 100) * fps)
         assert (col[t] == j + 1).sum() == 1
     assert out.features.shape[1] == math.floor(Fraction(599, 100) * fps) + 1
+
+
+@given(configs(), st.sampled_from([1, 5, 25]))
+def test_fast_path_equals_scatter_path(cfg, per_frame):
+    """The view-and-copy path for whole steps-per-frame ratios equals the plain scatter path."""
+    fps = 2.0
+    rates = [fps * per_frame] + [r for r in cfg.rates[1:]]
+    slots = max(32, *(math.ceil(r / fps) + 1 for r in rates))
+    steps = [min(s, 40) for s in cfg.steps[: len(rates)]] + [0] * (len(rates) - len(cfg.steps))
+    a_len = [[min(x, steps[k]) for x in cfg.a_len[k]] for k in range(len(rates))]
+    sync = TemporalSynchroniser(fps=fps, audio_rates=rates, tokens_per_frame=slots, timeline=cfg.timeline)
+    visual = torch.randn(cfg.batch, cfg.tv, slots, 2, dtype=torch.float64)
+    audio = [torch.randn(cfg.batch, s, 3, dtype=torch.float64) for s in steps]
+    mask = torch.randint(0, 2, (cfg.batch, 1 + len(rates)))
+    fast = sync(visual, audio, visual_lengths=cfg.v_len, audio_lengths=a_len, modality_mask=mask)
+    sync.fast_path = False
+    plain = sync(visual, audio, visual_lengths=cfg.v_len, audio_lengths=a_len, modality_mask=mask)
+    assert torch.equal(fast.features, plain.features)
+    assert torch.equal(fast.dropped, plain.dropped)
+    assert torch.equal(fast.frame_mask, plain.frame_mask)

@@ -173,6 +173,9 @@ class TemporalSynchroniser(nn.Module):
         self.overflow: Overflow = overflow
         self.repeat_image = repeat_image
         self.timeline: Timeline = timeline
+        #: Use the view-and-copy path for streams with a whole number of steps per frame (``mode="time"``);
+        #: False forces the plain scatter path everywhere (same result; for checking and debugging).
+        self.fast_path = True
 
     def extra_repr(self) -> str:
         return (
@@ -362,20 +365,36 @@ class TemporalSynchroniser(nn.Module):
                 sample_frames = torch.maximum(sample_frames, torch.where(len_k > 0, last, 0))
         frames = int(sample_frames.max()) if batch > 0 else 0
 
-        # Visual: (B, Tv, N, Dv) -> (B, T, N, Dv), padding frames zeroed.
-        vis = _pad_frames_and_slots(visual[:, :frames], frames, n)
+        # One output tensor, written stream by stream (no padded copies and no concatenation).
+        widths = [visual.shape[-1], *(s.shape[-1] for s in streams)]
+        features = visual.new_zeros(batch, frames, n, sum(widths))
         t_idx = torch.arange(frames, device=device)
-        real_visual = t_idx[None, :] < v_len[:, None]  # (B, T)
-        vis = torch.where(real_visual[:, :, None, None], vis, torch.zeros((), dtype=vis.dtype, device=device))
-        parts = [vis * mask[:, 0, None, None, None]]
+
+        # Visual: (B, Tv, N, Dv) -> frames [0, min(Tv, T)), padding frames (t >= visual_lengths) zeroed.
+        tv = min(visual.shape[1], frames)
+        vis = visual[:, :tv]
+        if bool((v_len < tv).any()):
+            real_visual = t_idx[None, :tv] < v_len[:, None]  # (B, tv)
+            vis = torch.where(
+                real_visual[:, :, None, None], vis, torch.zeros((), dtype=vis.dtype, device=device)
+            )
+        features[:, :tv, :, : widths[0]] = vis * mask[:, 0, None, None, None]
 
         dropped = torch.zeros(batch, dtype=torch.int64, device=device)
+        offset = widths[0]
         for k, (stream, frames_k, len_k) in enumerate(zip(streams, frame_of, a_lens)):
-            placed, dropped_k = self._place_stream(k, stream, frames_k, len_k, sample_frames, frames)
-            parts.append(placed * mask[:, k + 1, None, None, None])
-            dropped += dropped_k
+            target = features[..., offset : offset + widths[k + 1]]  # (B, T, N, Da) view
+            per_frame = self._rates[k] / self._fps
+            if self.fast_path and per_frame.denominator == 1 and per_frame <= n:
+                dropped += self._place_whole_ratio(
+                    target, stream, int(per_frame), len_k, sample_frames, mask[:, k + 1]
+                )
+            else:
+                placed, dropped_k = self._place_stream(k, stream, frames_k, len_k, sample_frames, frames)
+                target.copy_(placed * mask[:, k + 1, None, None, None])
+                dropped += dropped_k
+            offset += widths[k + 1]
 
-        features = torch.cat(parts, dim=-1)
         return SyncOutput(
             features=features,
             frame_mask=t_idx[None, :] < sample_frames[:, None],
@@ -383,6 +402,44 @@ class TemporalSynchroniser(nn.Module):
             modality_mask=mask,
             dropped=dropped,
         )
+
+    @staticmethod
+    def _place_whole_ratio(
+        target: torch.Tensor,
+        stream: torch.Tensor,
+        per_frame: int,
+        length: torch.Tensor,
+        sample_frames: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fast path when a frame holds a whole number ``k <= N`` of steps: step ``j`` is slot ``j % k`` of frame
+        ``j // k`` (what the centre rule gives for an integer ratio), so placing is a view and one copy.
+
+        Writes into ``target (B, T, N, Da)``; returns the dropped-step count ``(B,)``. Equal to :meth:`_place_stream`
+        (tested); ``fast_path = False`` forces that plain path.
+        """
+        batch, steps, dim = stream.shape
+        frames = target.shape[1]
+        # Steps a sample keeps: before its length and before the end of its last frame.
+        keep = torch.minimum(length, sample_frames * per_frame)  # (B,)
+        dropped = (length - keep).clamp(min=0)
+        steps_in = min(steps, frames * per_frame)
+        values = stream[:, :steps_in]
+        if bool((keep < steps_in).any()):
+            j = torch.arange(steps_in, device=stream.device)
+            values = torch.where(
+                (j[None, :] < keep[:, None])[:, :, None], values, torch.zeros((), dtype=values.dtype)
+            )
+        values = values * weight[:, None, None]
+        whole = steps_in // per_frame
+        if whole:
+            target[:, :whole, :per_frame] = values[:, : whole * per_frame].reshape(
+                batch, whole, per_frame, dim
+            )
+        rest = steps_in - whole * per_frame
+        if rest:
+            target[:, whole, :rest] = values[:, whole * per_frame :]
+        return dropped.to(torch.int64)
 
     def _place_stream(
         self,

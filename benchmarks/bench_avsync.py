@@ -1,0 +1,83 @@
+"""Synchroniser throughput: seconds of video synchronised per second of wall time, on this CPU.
+
+``mode="time"`` (the time rule, with per-sample lengths and dropped-step accounting) against the named peer
+``mode="released"`` (a re-implementation of the released ``sequence_align_v2``: views and concatenation),
+measured in the same run on the same inputs (2 fps video, 32 tokens per frame, 50 Hz Whisper-rate audio).
+The ratio is time / released; > 1 would mean the time rule is faster.
+
+    python benchmarks/bench_avsync.py [--batch 8] [--seconds 60] [--dim 768] [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from favor_avsync import TemporalSynchroniser
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60.0, help="video length per sample")
+    parser.add_argument("--dim", type=int, default=768, help="visual and audio feature width")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    frames = int(args.seconds * 2)
+    steps = frames * 25
+    torch.manual_seed(0)
+    visual = torch.randn(args.batch, frames, 32, args.dim)
+    audio = torch.randn(args.batch, steps, args.dim)
+    mask = torch.ones(args.batch, 2)
+    video_seconds = args.batch * args.seconds
+
+    released = TemporalSynchroniser(mode="released")
+    timed = TemporalSynchroniser(mode="time")
+    assert torch.equal(
+        released(visual, audio, modality_mask=mask).features,
+        timed(visual, audio, modality_mask=mask).features,
+    )
+
+    rows = []
+    t_rel = _median_seconds(lambda: released(visual, audio, modality_mask=mask), args.repeats)
+    rows.append(("released (peer)", t_rel))
+    t_time = _median_seconds(lambda: timed(visual, audio, modality_mask=mask), args.repeats)
+    rows.append(("time", t_time))
+    lengths = torch.randint(steps // 2, steps + 1, (args.batch,))
+    t_len = _median_seconds(
+        lambda: timed(visual, audio, audio_lengths=lengths, modality_mask=mask), args.repeats
+    )
+    rows.append(("time + audio_lengths", t_len))
+    beats = torch.randn(args.batch, int(args.seconds * 48.83), args.dim)
+    two = TemporalSynchroniser(mode="time", audio_rates=(50.0, 48.83))
+    t_two = _median_seconds(lambda: two(visual, [audio, beats]), args.repeats)
+    rows.append(("time, 50 Hz + 48.83 Hz", t_two))
+
+    print(
+        f"favor-avsync synchroniser, batch {args.batch} x {args.seconds:g} s (2 fps, 32 tokens, dim {args.dim}), "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    for name, t in rows:
+        print(f"  {name:26s} {t * 1e3:9.2f} ms   {video_seconds / t:12.0f} s of video / s")
+    print(f"ratio time / released (throughput): {t_rel / t_time:.3f}")
+
+
+if __name__ == "__main__":
+    main()
