@@ -213,3 +213,19 @@ def test_long_clip_with_progress(tmp_path, capsys):
     assert clip.frames.shape[0] == 180
     assert abs(tone_onset(clip.audio.numpy(), 16000) - 75.0) < ONSET_TOLERANCE
     assert "video" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_start_deep_in_the_file_seeks_and_keeps_time(tmp_path, container):
+    spec = make_test_clip(
+        tmp_path / f"seek.{container}", container=container, duration=6.0, tone_at=3.3, keyframe_interval=10
+    )
+    clip = load_media(spec.source, start=2.5, end=4.5)
+    assert clip.duration == pytest.approx(2.0)
+    want = [spec.frame_showing_at(2.5 + (t + 0.5) / 2) for t in range(4)]
+    assert (clip.source_times + 2.5).tolist() == pytest.approx(want, abs=1e-3)
+    for t in range(4):
+        got = nearest_colour(clip.frames[t].double().mean(dim=(1, 2)).tolist(), spec.colours)
+        assert got == spec.colour_index_at(want[t])
+    assert clip.audio.shape[0] == 32000
+    assert tone_onset(clip.audio.numpy(), 16000) == pytest.approx(3.3 - 2.5, abs=0.005)

@@ -175,6 +175,7 @@ def make_test_clip(
     audio_offset: float = 0.0,
     sample_rate: int = 16000,
     vfr: bool = False,
+    keyframe_interval: int | None = None,
 ) -> ClipSpec:
     """Write a clip with known colour changes and a known tone burst.
 
@@ -198,6 +199,8 @@ def make_test_clip(
         sample_rate: Sample rate of the written audio.
         vfr: Variable frame rate: irregular gaps of 0.5, 1.5 and 1 nominal frames, a frame on every colour
             change (millisecond timestamps).
+        keyframe_interval: Frames between h264 key frames (None: the encoder's default, 250), e.g. to make
+            seeking jump.
 
     Returns:
         The :class:`ClipSpec` ground truth.
@@ -249,7 +252,7 @@ def make_test_clip(
         if container in _IMAGES:
             _write_image(out, spec, container)
         else:
-            _write_av(out, spec, container, vfr)
+            _write_av(out, spec, container, vfr, keyframe_interval)
     if path is None:
         assert isinstance(sink, io.BytesIO)
         return ClipSpec(path=None, data=sink.getvalue(), **spec_kwargs)
@@ -278,7 +281,7 @@ def _write_image(out, spec: ClipSpec, container: str) -> None:
         out.mux(packet)
 
 
-def _write_av(out, spec: ClipSpec, container: str, vfr: bool) -> None:
+def _write_av(out, spec: ClipSpec, container: str, vfr: bool, keyframe_interval: int | None) -> None:
     import av
 
     v_stream = a_stream = None
@@ -287,7 +290,10 @@ def _write_av(out, spec: ClipSpec, container: str, vfr: bool) -> None:
         v_stream = out.add_stream("libx264", rate=rate)
         v_stream.width, v_stream.height = spec.size
         v_stream.pix_fmt = "yuv420p"
-        v_stream.options = {"preset": "veryfast"}  # with B-frames: decode order != presentation order
+        # veryfast keeps B-frames, so decode order differs from presentation order as in real files.
+        v_stream.options = {"preset": "veryfast"}
+        if keyframe_interval is not None:
+            v_stream.options = {**v_stream.options, "g": str(keyframe_interval), "keyint_min": "1"}
         # Millisecond ticks for VFR, one tick per frame otherwise.
         v_stream.codec_context.time_base = Fraction(1, 1000) if vfr else 1 / rate
         v_stream.time_base = v_stream.codec_context.time_base
