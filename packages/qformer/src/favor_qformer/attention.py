@@ -126,7 +126,7 @@ class BlockCausalAttention(MultiHeadAttention):
         ever fully masked (its output is finite and unused).
         """
         block = block_causal_mask(num_frames, tokens_per_frame, self.direction, device)  # (L, L)
-        if frame_mask is None or self.attends_padding or bool(frame_mask.all()):
+        if frame_mask is None or self.attends_padding:
             return block[None, None]
         real = repeat(frame_mask.to(device), "b f -> b (f n)", n=tokens_per_frame)  # (B, L)
         allowed = (
