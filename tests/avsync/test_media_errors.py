@@ -93,3 +93,17 @@ def test_argument_errors(six_seconds, kwargs, match):
 def test_wrong_source_type():
     with pytest.raises(ValueError, match="path_or_bytes must be a file path or bytes, got int"):
         load_media(42)
+
+
+def test_start_past_the_end(six_seconds):
+    with pytest.raises(
+        ValueError, match=r"start=7\.0 s is at or past the end of .*six\.mkv \(6\.00 s of content\)"
+    ):
+        load_media(six_seconds["mkv"].path, start=7.0)
+
+
+def test_cut_inside_the_last_frame_still_warns(six_seconds):
+    # 5.99 s: the last source frame (5.96 s) and the audio both run past the limit by 10 ms.
+    with pytest.warns(UserWarning, match=r"longer than max_seconds=5\.99"):
+        clip = load_media(six_seconds["mkv"].path, max_seconds=5.99)
+    assert clip.duration == pytest.approx(5.99)

@@ -36,7 +36,14 @@ import torch
 from favor_avsync._clock import as_fraction, frames_for_seconds
 
 #: Container formats (FFmpeg demuxer names) that hold one still image.
-_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif", "gif_pipe")
+_IMAGE_FORMATS = (
+    "image2",
+    "png_pipe",
+    "jpeg_pipe",
+    "bmp_pipe",
+    "webp_pipe",
+    "tiff_pipe",
+)  # not GIF: it animates
 #: Files longer than this (seconds) get a progress bar unless ``progress`` says otherwise.
 PROGRESS_AFTER_SECONDS = 60.0
 
@@ -263,6 +270,11 @@ class _Decoder:
 
         ends = [e for e in (video_end, audio_end) if e is not None]
         content_end = max(ends) if ends else w0
+        if start > 0 and content_end <= w0:
+            raise ValueError(
+                f"start={start!r} s is at or past the end of {self.name} "
+                f"({max(0.0, content_end - origin):.2f} s of content)"
+            )
         if declared is not None and not beyond and end is None:
             # A file that stops decoding well before its declared length was cut short on disk.
             decoded = content_end - origin
@@ -395,8 +407,8 @@ class _Decoder:
             container.close()
             if bar is not None:
                 bar.close()
-        if first is None:
-            return torch.zeros(0, dtype=torch.float32), w0, beyond
+        if first is None:  # no audio in the window
+            return torch.zeros(0, dtype=torch.float32), None, beyond
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         if declared_end is not None and first + samples.shape[0] / sr > declared_end:
             # The encoder's trailing padding (AAC fills its last 1024-sample frame) is not content: an MP4 edit
@@ -413,6 +425,7 @@ class _Decoder:
         if math.isfinite(w1):
             limit = round((w1 - w0) * sr)
             if samples.shape[0] > limit:
+                beyond |= samples.shape[0] - limit > sr // 1000  # more than 1 ms of content past the end
                 samples = samples[:limit]
         end = w0 + samples.shape[0] / sr
         return torch.from_numpy(np.ascontiguousarray(samples)), end, beyond
@@ -477,6 +490,7 @@ class _Decoder:
                 )
             frame, p = prev
             duration = _frame_duration(frame, stream, last_gap)
+            beyond |= p + duration > w1 + 1e-3  # the last frame is still on screen past the end
             video_end = min(p + duration, w1)
             n_total = frames_for_seconds(video_end - w0, fps)
             while t_out < n_total:
