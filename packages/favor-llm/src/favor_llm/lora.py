@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
@@ -28,4 +30,6 @@ def add_lora(llm: PreTrainedModel, config: FavorConfig) -> PeftModel:
     """Wrap ``llm`` with fresh LoRA adapters (base weights frozen, adapters trainable)."""
     if isinstance(llm, PeftModel):
         raise ValueError("language_model: already a peft model; pass the base causal LM")
-    return get_peft_model(llm, lora_config(config))
+    with warnings.catch_warnings():  # peft still calls a transformers method deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(llm, lora_config(config))

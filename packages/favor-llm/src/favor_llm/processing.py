@@ -20,6 +20,7 @@ at ``fps``), or ``None`` (text only).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,21 @@ class FavorProcessor:
 
     def _load(self, item: Any, index: int) -> PreparedMedia:
         name = f"media[{index}]"
-        if isinstance(item, (str, Path, bytes, bytearray)):
+        if isinstance(item, (str, Path, bytes, bytearray, memoryview)):
             from favor_avsync import load_media
 
-            is_image = isinstance(item, (str, Path)) and Path(item).suffix.lower() in _IMAGE_SUFFIXES
-            clip = load_media(item, fps=self.layout.fps, sample_rate=self.layout.sample_rate)
+            limit = self.layout.max_media_seconds
+            # Decode at most a little past the limit: enough to tell that a file is too long (raised in `load`).
+            max_seconds = None if limit is None else limit + 2.0 / self.layout.fps
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*cut.*")
+                clip = load_media(
+                    item, fps=self.layout.fps, sample_rate=self.layout.sample_rate, max_seconds=max_seconds
+                )
+            if isinstance(item, (str, Path)):
+                is_image = Path(item).suffix.lower() in _IMAGE_SUFFIXES
+            else:  # bytes: a single frame without audio is taken as a still image
+                is_image = clip.frames is not None and clip.frames.shape[0] == 1 and clip.audio is None
             return self._from_clip(clip, name, is_image=is_image)
         if _is_media_clip(item):
             return self._from_clip(item, name, is_image=False)

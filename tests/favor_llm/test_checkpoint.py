@@ -1,0 +1,137 @@
+"""Save / load: delta (released style) and merged checkpoints, AutoModel, strict loading errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel
+
+from favor_llm import FavorModel
+
+
+@pytest.fixture
+def inputs(tiny, media):
+    _, processor = tiny
+    return processor(
+        text=["What?", "Sound?"],
+        media=[{"video": media["video"], "audio": media["audio"]}, media["audio"]],
+        answers=["red", "a dog"],
+    )
+
+
+def _logits(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def test_delta_round_trip_is_bit_identical(fresh_tiny, inputs, tmp_path):
+    model, _ = fresh_tiny
+    with pytest.raises(ValueError, match="component_sources"):
+        model.save_pretrained(tmp_path / "nowhere")  # the frozen parts have no source yet
+    model.save_frozen_components(tmp_path / "base")
+    model.save_pretrained(tmp_path / "delta")
+    saved = load_file(str(tmp_path / "delta" / "model.safetensors"))
+    # the delta holds only trainable non-LoRA weights; LoRA is in the peft adapter
+    assert saved and all(
+        k.startswith(("audio_projections.", "qformer.", "language_projection.")) for k in saved
+    )
+    assert (tmp_path / "delta" / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = FavorModel.from_pretrained(tmp_path / "delta")
+    assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))
+    for (n, p), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n == n2 and torch.equal(p, p2), n
+    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {
+        n for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def test_merged_round_trip(fresh_tiny, inputs, tmp_path):
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "full", merge_lora=True)
+    loaded = AutoModel.from_pretrained(tmp_path / "full")
+    assert isinstance(loaded, FavorModel) and not loaded.config.use_lora
+    assert not any("lora_" in n for n, _ in loaded.named_parameters())
+    # merging W + BA changes the order of float operations only
+    torch.testing.assert_close(_logits(loaded, inputs), _logits(model, inputs), rtol=0, atol=1e-5)
+    # the LoRA is really in there: without it the logits differ
+    with model.language_model.disable_adapter():
+        unadapted = _logits(model, inputs)
+    assert (unadapted - _logits(model, inputs)).abs().max() > 1e-3
+    loaded.save_pretrained(tmp_path / "again", merge_lora=True)
+    again = FavorModel.from_pretrained(tmp_path / "again")
+    assert torch.equal(_logits(again, inputs), _logits(loaded, inputs))
+
+
+def test_after_training_the_reload_is_identical(fresh_tiny, inputs, tmp_path):
+    model, _ = fresh_tiny
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**inputs).loss.backward()
+    opt.step()
+    model.eval()
+    model.save_frozen_components(tmp_path / "base")
+    model.save_pretrained(tmp_path / "delta")
+    assert torch.equal(
+        _logits(FavorModel.from_pretrained(tmp_path / "delta"), inputs), _logits(model, inputs)
+    )
+
+
+def test_missing_and_mismatched_weights_fail_loudly(fresh_tiny, tmp_path):
+    model, _ = fresh_tiny
+    model.save_frozen_components(tmp_path / "base")
+    model.save_pretrained(tmp_path / "delta")
+    path = tmp_path / "delta" / "model.safetensors"
+    weights = load_file(str(path))
+    missing = dict(weights)
+    missing.pop("language_projection.weight")
+    save_file(missing, str(path))
+    with pytest.raises(ValueError, match=r"missing \[language_projection.weight"):
+        FavorModel.from_pretrained(tmp_path / "delta")
+    wrong = dict(weights)
+    wrong["language_projection.bias"] = torch.zeros(3)
+    save_file(wrong, str(path))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        FavorModel.from_pretrained(tmp_path / "delta")
+    extra = dict(weights)
+    extra["qformer.surprise"] = torch.zeros(1)
+    save_file(extra, str(path))
+    with pytest.raises(ValueError, match="unexpected"):
+        FavorModel.from_pretrained(tmp_path / "delta")
+    save_file(weights, str(path))
+    # a frozen component with a tensor missing
+    vision = tmp_path / "base" / "vision" / "model.safetensors"
+    vision_weights = load_file(str(vision))
+    vision_weights.pop("query_tokens")
+    save_file(vision_weights, str(vision))
+    with pytest.raises(ValueError, match="query_tokens"):
+        FavorModel.from_pretrained(tmp_path / "delta")
+
+
+def test_lora_adapter_mismatch_and_foreign_directories(fresh_tiny, tmp_path):
+    model, _ = fresh_tiny
+    model.save_frozen_components(tmp_path / "base")
+    model.save_pretrained(tmp_path / "delta")
+    adapter = tmp_path / "delta" / "adapter" / "adapter_model.safetensors"
+    weights = load_file(str(adapter))
+    weights.pop(next(iter(weights)))
+    save_file(weights, str(adapter))
+    with pytest.raises(ValueError, match="LoRA"):
+        FavorModel.from_pretrained(tmp_path / "delta")
+    with pytest.raises(ValueError, match="not a FAVOR checkpoint"):
+        FavorModel.from_pretrained(tmp_path / "base" / "text")
+    info = tmp_path / "delta" / "favor_checkpoint.json"
+    info.write_text(json.dumps({"format": "zip"}))
+    with pytest.raises(ValueError, match="unknown format"):
+        FavorModel.from_pretrained(tmp_path / "delta")
+
+
+def test_trainable_state_dict(tiny):
+    model, _ = tiny
+    state = model.trainable_state_dict()
+    assert state and all(
+        k.startswith(("audio_projections.", "qformer.", "language_projection.")) or "lora_" in k
+        for k in state
+    )

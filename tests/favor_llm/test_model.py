@@ -1,0 +1,254 @@
+"""FavorModel: loss, training (what gets gradients), modalities, batch invariance, generation, mixed precision,
+and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from favor_llm import FavorModel
+
+
+def _inputs(processor, items, answers=None):
+    return processor(text=[q for q, _ in items], media=[m for _, m in items], answers=answers)
+
+
+def test_loss_is_ce_plus_weighted_diversity(tiny, media):
+    model, processor = tiny
+    inputs = processor(
+        text=["What?", "Sound?"], media=[media["video"], media["audio"]], answers=["red", "a dog"]
+    )
+    with torch.no_grad():
+        out = model(**inputs)
+    # eager reference of the answer cross-entropy
+    logits, labels = out.logits[:, :-1], inputs["labels"][:, 1:]
+    ce = nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(out.lm_loss, ce)
+    from favor_qformer import diversity_loss
+
+    torch.testing.assert_close(out.diversity_loss, diversity_loss(out.av_tokens, out.window_mask))
+    torch.testing.assert_close(
+        out.loss, out.lm_loss + model.config.diversity_loss_weight * out.diversity_loss
+    )
+    assert out.diversity_loss.abs() > 0
+
+
+def test_training_step_touches_only_trainable_parameters(fresh_tiny, media):
+    model, processor = fresh_tiny
+    model.train()
+    assert not model.vision.training and not model.audio_encoders[0].training  # frozen encoders stay in eval
+    inputs = processor(
+        text=["What?", "Sound?"],
+        media=[{"video": media["video"], "audio": media["audio"]}, media["audio"]],
+        answers=["red", "a dog"],
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = model(**inputs)
+    out.loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "nothing to train"
+    assert all(
+        n.startswith(("audio_projections.", "qformer.", "language_projection.")) or "lora_" in n
+        for n in trainable
+    )
+    assert any("lora_" in n for n in trainable) and any(n.startswith("qformer.") for n in trainable)
+    for n, p in model.named_parameters():
+        if n in trainable:
+            assert p.grad is not None, n
+        else:
+            assert p.grad is None, n
+    # gradients reach every trainable block (LoRA A gets none while B is zero, but B is random in the tiny model)
+    for prefix in ("audio_projections.0.weight", "language_projection.weight"):
+        assert dict(model.named_parameters())[prefix].grad.abs().sum() > 0
+    assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
+    for n, p in model.named_parameters():
+        if n in trainable:
+            continue
+        assert torch.equal(p, before[n]), f"frozen parameter {n} changed"
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in trainable)
+
+
+MODALITIES = {
+    "video+audio": lambda m: {"video": m["video"], "audio": m["audio"]},
+    "video": lambda m: m["video"],
+    "audio": lambda m: m["audio"],
+    "image": lambda m: {"image": m["image"]},
+    "image+audio": lambda m: {"image": m["image"], "audio": m["short_audio"]},
+    "text": lambda m: None,
+}
+
+
+@pytest.mark.parametrize("modality", list(MODALITIES))
+def test_every_modality_forward_and_generate(tiny, media, modality):
+    model, processor = tiny
+    inputs = processor(text="Describe it.", media=MODALITIES[modality](media), answers="ok")
+    with torch.no_grad():
+        out = model(**inputs)
+        prompt = {k: v for k, v in inputs.items() if k != "labels"}
+        generated = model.generate(**prompt, max_new_tokens=3, do_sample=False)
+    assert torch.isfinite(out.loss)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
+    if modality == "text":
+        assert out.av_tokens is None
+    else:
+        assert int(out.window_mask.sum()) * out.av_tokens.shape[2] == int(
+            (inputs["input_ids"] == processor.av_token_id).sum()
+        )
+
+
+def test_missing_stream_is_zeroed_as_released(tiny, media):
+    """Audio only == the same audio with any video whose visual column of the modality mask is 0 (and the
+    converse for video only): the missing stream enters the Q-Former as zeros."""
+    model, processor = tiny
+    both = processor(text="q", media={"video": media["video"], "audio": media["short_audio"]})
+    audio_only = processor(text="q", media=media["short_audio"])
+    video_only = processor(text="q", media=media["video"])
+    with torch.no_grad():
+        zero_visual = model(**both, modality_mask=torch.tensor([[0.0, 1.0]]))
+        ref_audio = model(**audio_only)
+        zero_audio = model(**both, modality_mask=torch.tensor([[1.0, 0.0]]))
+        ref_video = model(**video_only)
+    # 2 s of audio = 4 frames < 6 video frames: audio-only has fewer windows, compare its windows
+    torch.testing.assert_close(zero_visual.av_tokens[:, :1], ref_audio.av_tokens[:, :1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(zero_audio.av_tokens, ref_video.av_tokens, rtol=0, atol=1e-5)
+
+
+def test_image_is_a_repeated_frame(tiny, media):
+    model, processor = tiny
+    image = media["image"]
+    as_image = processor(text="q", media={"image": image})
+    repeats = model.config.image_repeat
+    as_video = processor(text="q", media={"video": image.permute(2, 0, 1)[None].expand(repeats, -1, -1, -1)})
+    with torch.no_grad():
+        a, b = model(**as_image), model(**as_video)
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-5)
+
+
+def test_batch_invariance_of_logits_and_greedy_generation(tiny, media):
+    model, processor = tiny
+    items = [
+        ("What is happening in the video?", {"video": media["video"], "audio": media["audio"]}),
+        ("What sound?", media["audio"]),
+        ("Describe", {"image": media["image"]}),
+        ("hi there, how are you today?", None),
+        ("colour?", media["long_video"]),
+    ]
+    batch = _inputs(processor, items)
+    with torch.no_grad():
+        out = model(**batch)
+        generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    width = batch["input_ids"].shape[1]
+    for i, item in enumerate(items):
+        alone = _inputs(processor, [item])
+        with torch.no_grad():
+            single = model(**alone)
+            single_gen = model.generate(**alone, max_new_tokens=6, do_sample=False)
+        n = alone["input_ids"].shape[1]
+        torch.testing.assert_close(single.logits[0], out.logits[i, width - n :], rtol=0, atol=1e-4)
+        assert single_gen[0, n:].tolist() == generated[i, width:].tolist()
+
+
+def test_generate_uses_the_cache_and_matches_greedy_decoding(tiny, media):
+    model, processor = tiny
+    inputs = processor(text="What?", media={"video": media["video"], "audio": media["audio"]})
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        # greedy decoding by hand without any cache: full forward over the growing sequence each step
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        media_kwargs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        for _ in range(5):
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **media_kwargs).logits
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], dim=1)
+            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+    assert generated.tolist() == ids.tolist()
+
+
+def test_mixed_precision_forward_is_finite(media):
+    from favor_llm.testing import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor(dtype=torch.bfloat16)
+    assert next(model.qformer.parameters()).dtype == torch.float32  # kept in fp32
+    assert model.causal_lm.get_input_embeddings().weight.dtype == torch.bfloat16
+    inputs = processor(
+        text=["q", "r"], media=[{"video": media["video"], "audio": media["audio"]}, None], answers=["a", "b"]
+    )
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.logits.dtype == torch.bfloat16
+    assert torch.isfinite(out.loss) and torch.isfinite(out.diversity_loss)
+    model.to(torch.float16)  # everything half, Q-Former included: still finite
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).loss)
+
+
+def test_placeholder_count_mismatch_is_a_clear_error(tiny, media):
+    model, processor = tiny
+    inputs = processor(text="q", media=media["video"])
+    av = processor.av_token_id
+    extra = inputs["input_ids"].clone()
+    extra[0, -1] = av  # one placeholder too many
+    with pytest.raises(ValueError, match="placeholder"):
+        model(**{**inputs, "input_ids": extra})
+    fewer = inputs["input_ids"].clone()
+    fewer[fewer == av] = processor.tokenizer.pad_token_id
+    with pytest.raises(ValueError, match="placeholder"):  # media without any placeholder
+        model(**{**inputs, "input_ids": fewer})
+    text_only = processor(text="q")
+    ids = text_only["input_ids"].clone()
+    ids[0, -1] = av
+    with pytest.raises(ValueError, match="no media"):  # a placeholder without media
+        model(input_ids=ids, attention_mask=text_only["attention_mask"])
+
+
+def test_mismatched_batch_sizes_are_clear_errors(tiny, media):
+    model, processor = tiny
+    one = processor(text="q", media={"video": media["video"], "audio": media["audio"]})
+    two = processor(text=["q", "r"], media=[media["video"], media["video"]])
+    with pytest.raises(ValueError, match="batch"):
+        model(
+            input_ids=two["input_ids"],
+            attention_mask=two["attention_mask"],
+            pixel_values=one["pixel_values"],
+            pixel_lengths=one["pixel_lengths"],
+        )
+    with pytest.raises(ValueError, match="batch"):
+        model(**{**one, "input_features": torch.cat([one["input_features"]] * 2)})
+    with pytest.raises(ValueError, match="audio_lengths"):
+        model(**{k: v for k, v in one.items() if k != "audio_lengths"})
+    with pytest.raises(ValueError, match="labels"):
+        model(**one, labels=torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_long_audio_is_encoded_in_consecutive_windows(tiny, media):
+    """7 s of audio with 5 s windows: the features are those of [0, 5) s then [5, 7) s, nothing cut."""
+    model, processor = tiny
+    audio = media["audio"]
+    full = processor(text="q", media=audio)
+    first = processor(text="q", media=audio[: 5 * 16000])
+    second = processor(text="q", media=audio[5 * 16000 :])
+    enc = model.audio_encoders[0]
+    with torch.no_grad():
+        whole = enc(full["input_features"], torch.tensor([2]))
+        a = enc(first["input_features"], torch.tensor([1]))
+        b = enc(second["input_features"], torch.tensor([1]))
+    steps = enc.steps_per_chunk
+    torch.testing.assert_close(whole[:, :steps], a[:, :steps])
+    torch.testing.assert_close(whole[:, steps:], b)
+    # 7 s at 50 Hz = 350 steps reach the synchroniser: 14 frames, 4 windows
+    with torch.no_grad():
+        out = model(**full)
+    assert int(out.window_mask.sum()) == 4
+
+
+def test_automodel_for_causal_lm_maps_to_favor(tiny):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    model, _ = tiny
+    assert AutoModel._model_mapping[type(model.config)] is FavorModel
+    assert AutoModelForCausalLM._model_mapping[type(model.config)] is FavorModel
+    assert model.can_generate()
