@@ -1,8 +1,8 @@
 """favor-avsync: FAVOR's frame-level audio-visual synchroniser and exact media decoding.
 
-- :class:`TemporalSynchroniser` aligns audio-encoder feature streams with video frames by time and joins them
+- `TemporalSynchroniser` aligns audio-encoder feature streams with video frames by time and joins them
   per frame (``mode="released"`` reproduces the released ``sequence_align_v2`` bit for bit).
-- :func:`load_media` decodes a video, audio or image file (or bytes) into time-stamped frames and mono audio on
+- `load_media` decodes a video, audio or image file (or bytes) into time-stamped frames and mono audio on
   one clock (needs the ``[media]`` extra: PyAV and tqdm, imported only when media is loaded).
 """
 

@@ -64,7 +64,7 @@ class MediaClip:
         frames: ``(T, 3, H, W)`` uint8 RGB frames at ``fps`` (frame ``t`` is the picture on screen at
             ``(t + 0.5) / fps``), or None when the file has no video.
         frame_times: ``(T,)`` float64 seconds, ``t / fps``: the start of frame ``t``'s interval (the same
-            ``[t / fps, (t + 1) / fps)`` intervals as :class:`favor_avsync.TemporalSynchroniser`). Empty without video.
+            ``[t / fps, (t + 1) / fps)`` intervals as `favor_avsync.TemporalSynchroniser`). Empty without video.
         audio: ``(S,)`` float32 mono samples, ``audio[i]`` at ``i / sample_rate`` seconds, or None when the file
             has no audio.
         sample_rate: Samples per second of ``audio``.
@@ -117,7 +117,7 @@ def load_media(
         progress: Show a tqdm progress bar; None shows one for files over ``PROGRESS_AFTER_SECONDS``.
 
     Returns:
-        The :class:`MediaClip`.
+        The `MediaClip`.
 
     Raises:
         MissingMediaError: The file does not exist (also a ``FileNotFoundError``).

@@ -40,7 +40,7 @@ _TIMELINES = ("longest", "visual")
 
 @dataclass
 class SyncOutput:
-    """What :meth:`TemporalSynchroniser.sync` returns.
+    """What `TemporalSynchroniser.sync` returns.
 
     Attributes:
         features: ``(B, T, N, D)`` with ``D = Dv + sum(Da)``: per frame, the ``N`` visual tokens joined on the
@@ -102,17 +102,17 @@ class TemporalSynchroniser(nn.Module):
     Video only: pass an audio tensor with zero steps, ``(B, 0, Da)``, and 0 in that stream's mask column.
 
     Images: an image is a 1-frame video, or ``repeat_image`` copies of it (the released code uses 60);
-    :meth:`image_as_video` makes the visual tensor.
+    `image_as_video` makes the visual tensor.
 
     Args:
         fps: Frame rate of the visual stream (frames per second), > 0.
         audio_rates: One rate (steps per second, > 0) per audio stream, in the order of ``audio`` in
-            :meth:`sync`. Whisper's encoder gives 50 steps per second.
+            `sync`. Whisper's encoder gives 50 steps per second.
         tokens_per_frame: Visual tokens per frame ``N``; also the number of audio slots per frame.
         mode: ``"time"`` (the time rule above) or ``"released"`` (exactly the released ``sequence_align_v2``).
         overflow: What ``mode="time"`` does when a frame has more audio steps than slots: ``"error"`` or
             ``"pool"``.
-        repeat_image: Frames an image becomes in :meth:`image_as_video` (>= 1).
+        repeat_image: Frames an image becomes in `image_as_video` (>= 1).
         timeline: ``"longest"`` (the longer stream sets the frame count; released) or ``"visual"`` (the visual
             stream does; later audio is dropped and counted). Only for ``mode="time"``.
 
@@ -217,7 +217,7 @@ class TemporalSynchroniser(nn.Module):
     def frames_for_duration(self, seconds: float) -> int:
         """Frames whose interval starts before ``seconds``: ``ceil(seconds * fps)``.
 
-        This is the frame count :func:`favor_avsync.load_media` returns for a video stream of that length.
+        This is the frame count `favor_avsync.load_media` returns for a video stream of that length.
         """
         if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
@@ -261,7 +261,7 @@ class TemporalSynchroniser(nn.Module):
         audio_lengths: torch.Tensor | Sequence[int] | Sequence[torch.Tensor | Sequence[int]] | None = None,
         modality_mask: torch.Tensor | None = None,
     ) -> SyncOutput:
-        """Same as :meth:`sync` (so the synchroniser is callable and composes as an ``nn.Module``)."""
+        """Same as `sync` (so the synchroniser is callable and composes as an ``nn.Module``)."""
         return self.sync(visual, audio, visual_lengths, audio_lengths, modality_mask)
 
     def sync(
@@ -286,7 +286,7 @@ class TemporalSynchroniser(nn.Module):
                 stream ``k`` (0 zeroes it, as released). Default all ones.
 
         Returns:
-            A :class:`SyncOutput` with ``features (B, T, N, D)``.
+            A `SyncOutput` with ``features (B, T, N, D)``.
 
         Raises:
             ValueError: On a wrong rank, batch size, token count, dtype or device, a length outside
@@ -415,7 +415,7 @@ class TemporalSynchroniser(nn.Module):
         """Fast path when a frame holds a whole number ``k <= N`` of steps: step ``j`` is slot ``j % k`` of frame
         ``j // k`` (what the centre rule gives for an integer ratio), so placing is a view and one copy.
 
-        Writes into ``target (B, T, N, Da)``; returns the dropped-step count ``(B,)``. Equal to :meth:`_place_stream`
+        Writes into ``target (B, T, N, Da)``; returns the dropped-step count ``(B,)``. Equal to `_place_stream`
         (tested); ``fast_path = False`` forces that plain path.
         """
         batch, steps, dim = stream.shape

@@ -1,7 +1,7 @@
 """Synthetic media with known timing, for tests and demos (needs the ``[media]`` extra: PyAV).
 
-:func:`make_test_clip` writes a real media file (or bytes) whose video frames change colour at known times
-and whose audio holds a tone burst at a known time. The returned :class:`ClipSpec` is the ground truth: the
+`make_test_clip` writes a real media file (or bytes) whose video frames change colour at known times
+and whose audio holds a tone burst at a known time. The returned `ClipSpec` is the ground truth: the
 colour a frame must have at any time, the presentation time of every source frame, the tone onset.
 
 Colour schedule: the picture at time ``tau`` (seconds, clip clock) is
@@ -46,7 +46,7 @@ _IMAGES = ("png", "jpg")
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """Ground truth of a clip written by :func:`make_test_clip`.
+    """Ground truth of a clip written by `make_test_clip`.
 
     Attributes:
         path: Where the clip was written, or None if it was returned as ``data``.
@@ -86,7 +86,7 @@ class ClipSpec:
 
     @property
     def source(self) -> Path | bytes:
-        """What to pass to :func:`favor_avsync.load_media`: the path, or the bytes."""
+        """What to pass to `favor_avsync.load_media`: the path, or the bytes."""
         if self.path is not None:
             return self.path
         assert self.data is not None  # written by make_test_clip: one of the two is set
@@ -203,7 +203,7 @@ def make_test_clip(
             seeking jump.
 
     Returns:
-        The :class:`ClipSpec` ground truth.
+        The `ClipSpec` ground truth.
     """
     import av  # lazily: PyAV is the [media] extra
 
