@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from favor_avsync import TemporalSynchroniser
 
 FILES = ["favor_official_tiny.safetensors", "favor_official_tiny_unitln.safetensors"]
 
 
-def _inputs(reference_dir, name):
-    d = load_file(str(reference_dir / name))
+def _inputs(read, reference_dir, name):
+    d = read(reference_dir / name, ["video_features", "audio_features", "modality_masks", "synced_features"])
     audio = d["audio_features"]  # (B, frames, 25, D): 25 Whisper steps per 0.5 s frame
     steps = audio.reshape(audio.shape[0], -1, audio.shape[-1])  # (B, frames * 25, D) at 50 Hz
     return d["video_features"], steps, d["modality_masks"], d["synced_features"]
@@ -20,8 +19,8 @@ def _inputs(reference_dir, name):
 
 @pytest.mark.parametrize("name", FILES)
 @pytest.mark.parametrize("mode", ["released", "time"])
-def test_synced_features_match_released(reference_dir, name, mode):
-    visual, audio, mask, expected = _inputs(reference_dir, name)
+def test_synced_features_match_released(safetensors_reader, reference_dir, name, mode):
+    visual, audio, mask, expected = _inputs(safetensors_reader, reference_dir, name)
     out = TemporalSynchroniser(fps=2.0, audio_rates=(50.0,), tokens_per_frame=32, mode=mode)(
         visual, audio, modality_mask=mask
     )
@@ -35,9 +34,9 @@ def test_synced_features_match_released(reference_dir, name, mode):
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_golden_is_sensitive_to_slot_layout(reference_dir, name):
+def test_golden_is_sensitive_to_slot_layout(safetensors_reader, reference_dir, name):
     """The golden comparison can fail: audio slots padded at the front instead of the end differ."""
-    visual, audio, mask, expected = _inputs(reference_dir, name)
+    visual, audio, mask, expected = _inputs(safetensors_reader, reference_dir, name)
     out = TemporalSynchroniser(mode="released")(visual, audio, modality_mask=mask).features
     wrong = torch.cat([out[..., :48], out[..., 48:].roll(7, dims=2)], dim=-1)
     assert not torch.equal(wrong.flatten(1, 2), expected)
