@@ -63,6 +63,7 @@ class ClipSpec:
         tone_hz: Frequency of the burst.
         audio_offset: Seconds after the clip start at which the audio stream starts.
         sample_rate: Sample rate of the audio stream written.
+        channels: Audio channels written (the tone is in channel 0); 0 without audio.
         has_video: Whether the file holds a video (or image) stream.
         has_audio: Whether the file holds an audio stream.
     """
@@ -81,6 +82,7 @@ class ClipSpec:
     tone_hz: float
     audio_offset: float
     sample_rate: int
+    channels: int
     has_video: bool
     has_audio: bool
 
@@ -173,6 +175,8 @@ def make_test_clip(
     tone_seconds: float = 0.2,
     tone_hz: float = 1000.0,
     audio_offset: float = 0.0,
+    video_offset: float = 0.0,
+    channels: int = 1,
     sample_rate: int = 16000,
     vfr: bool = False,
     keyframe_interval: int | None = None,
@@ -195,7 +199,10 @@ def make_test_clip(
         tone_at: Onset of the 0.5-amplitude tone burst, seconds on the clip clock; None for silence.
         tone_seconds: Length of the burst.
         tone_hz: Frequency of the burst.
-        audio_offset: The audio stream starts this many seconds after the video (its timestamps say so).
+        audio_offset: The audio stream starts this many seconds after the clip start (its timestamps say so).
+        video_offset: The video stream starts this many seconds after the clip start (its first frame's time).
+        channels: Audio channels; the tone is in channel 0 only, the others are silent (so a mono mix that
+            averages the channels has amplitude ``0.5 / channels``).
         sample_rate: Sample rate of the written audio.
         vfr: Variable frame rate: irregular gaps of 0.5, 1.5 and 1 nominal frames, a frame on every colour
             change (millisecond timestamps).
@@ -214,6 +221,12 @@ def make_test_clip(
         raise ValueError(f"size must be positive even (width, height), got {size!r}")
     if duration <= 0:
         raise ValueError(f"duration must be > 0, got {duration!r}")
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, got {channels!r}")
+    if not 0 <= video_offset < duration or not 0 <= audio_offset < duration:
+        raise ValueError(
+            f"audio_offset and video_offset must be in [0, duration={duration}), got {audio_offset!r}, {video_offset!r}"
+        )
     colours = tuple(tuple(int(v) for v in c) for c in colours)
     has_video = video and container not in _AUDIO_ONLY
     has_audio = audio and container not in _IMAGES
@@ -222,10 +235,14 @@ def make_test_clip(
     elif not has_video:
         frame_times = []
     elif vfr:
-        frame_times = _vfr_times(duration, fps, colour_period)
+        frame_times = [t for t in _vfr_times(duration, fps, colour_period) if t >= video_offset - 1e-9]
     else:
         rate = Fraction(fps).limit_denominator(10_000)
-        frame_times = [float(i / rate) for i in range(math.ceil(duration * rate - 1e-9))]
+        first = Fraction(video_offset).limit_denominator(1_000_000)
+        count = math.ceil(
+            (Fraction(duration).limit_denominator(1_000_000) - first) * rate - Fraction(1, 10**9)
+        )
+        frame_times = [float(first + i / rate) for i in range(count)]
 
     spec_kwargs = dict(
         container=container,
@@ -240,6 +257,7 @@ def make_test_clip(
         tone_hz=float(tone_hz),
         audio_offset=float(audio_offset) if has_audio else 0.0,
         sample_rate=int(sample_rate),
+        channels=int(channels) if has_audio else 0,
         has_video=has_video,
         has_audio=has_audio,
     )
@@ -294,13 +312,14 @@ def _write_av(out, spec: ClipSpec, container: str, vfr: bool, keyframe_interval:
         v_stream.options = {"preset": "veryfast"}
         if keyframe_interval is not None:
             v_stream.options = {**v_stream.options, "g": str(keyframe_interval), "keyint_min": "1"}
-        # Millisecond ticks for VFR, one tick per frame otherwise.
-        v_stream.codec_context.time_base = Fraction(1, 1000) if vfr else 1 / rate
+        # Millisecond ticks for VFR or a late video start, one tick per frame otherwise.
+        fine = vfr or spec.frame_times[0] != 0
+        v_stream.codec_context.time_base = Fraction(1, 1000) if fine else 1 / rate
         v_stream.time_base = v_stream.codec_context.time_base
     if spec.has_audio:
         codec = {"mp4": "aac", "mkv": "pcm_s16le", "wav": "pcm_s16le", "flac": "flac", "mp3": "libmp3lame"}
         a_stream = out.add_stream(codec[container], rate=spec.sample_rate)
-        a_stream.layout = "mono"
+        a_stream.layout = "mono" if spec.channels == 1 else "stereo"
         a_stream.codec_context.time_base = Fraction(1, spec.sample_rate)
 
     # Interleave by time so muxers see a realistic file: video frames and 20 ms audio chunks.
@@ -332,7 +351,7 @@ def _write_av(out, spec: ClipSpec, container: str, vfr: bool, keyframe_interval:
         else:
             assert a_stream is not None
             piece = samples[index : index + chunk]
-            frame = _audio_frame(piece, a_fmt, spec.sample_rate)
+            frame = _audio_frame(piece, a_fmt, spec.sample_rate, spec.channels)
             frame.pts = offset_samples + index
             frame.time_base = Fraction(1, spec.sample_rate)
             for packet in a_stream.encode(frame):
@@ -343,20 +362,23 @@ def _write_av(out, spec: ClipSpec, container: str, vfr: bool, keyframe_interval:
                 out.mux(packet)
 
 
-def _audio_frame(samples: np.ndarray, fmt: str | None, sample_rate: int):
+def _audio_frame(samples: np.ndarray, fmt: str | None, sample_rate: int, channels: int):
     import av
 
+    # (channels, n): the signal in channel 0, silence in the others.
+    planes = np.zeros((channels, samples.shape[0]), dtype=np.float64)
+    planes[0] = samples
+    packed = fmt is not None and not fmt.endswith("p")  # interleaved formats take (1, n * channels)
+    layout = "mono" if channels == 1 else "stereo"
     if fmt in ("s16", "s16p"):
-        data = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)[None, :]
-        frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
+        data = np.clip(np.round(planes * 32767), -32768, 32767).astype(np.int16)
     elif fmt in ("s32", "s32p"):
-        data = np.clip(np.round(samples.astype(np.float64) * 2147483647), -(2**31), 2**31 - 1).astype(
-            np.int32
-        )
-        frame = av.AudioFrame.from_ndarray(data[None, :], format=fmt, layout="mono")
+        data = np.clip(np.round(planes * 2147483647), -(2**31), 2**31 - 1).astype(np.int32)
     else:
-        frame = av.AudioFrame.from_ndarray(
-            samples[None, :].astype(np.float32), format=fmt or "fltp", layout="mono"
-        )
+        data = planes.astype(np.float32)
+        fmt = fmt or "fltp"
+    if packed:
+        data = data.T.reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout=layout)
     frame.sample_rate = sample_rate
     return frame
