@@ -51,6 +51,8 @@ def test_bad_audio_rates():
         FavorConfig(audio_feature_rates=[50.0, 25.0])
     with pytest.raises(ValueError, match="audio_feature_rates"):
         FavorConfig(audio_feature_rates=[0.0])
+    with pytest.raises(ValueError, match="1 to 4 audio encoders"):
+        FavorConfig(audio_configs=[])
     with pytest.raises(ValueError, match="model_type"):
         FavorConfig(audio_configs=[{"d_model": 3}])
 

@@ -200,6 +200,8 @@ class FavorConfig(PretrainedConfig):
             raise ValueError(
                 f"audio_configs: expected a list of configs, got {type(self.audio_configs).__name__}"
             )
+        if not 1 <= len(self.audio_configs) <= 4:
+            raise ValueError(f"audio_configs: expected 1 to 4 audio encoders, got {len(self.audio_configs)}")
         self.audio_configs = [_as_config(c, f"audio_configs[{i}]") for i, c in enumerate(self.audio_configs)]
         if self.audio_feature_rates is None:
             self.audio_feature_rates = [_default_feature_rate(c) for c in self.audio_configs]

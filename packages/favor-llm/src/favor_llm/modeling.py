@@ -51,6 +51,9 @@ AV_INPUT_NAMES = (
     "qformer_input_ids",
     "qformer_attention_mask",
     "modality_mask",
+    "input_features_1",
+    "input_features_2",
+    "input_features_3",
 )
 
 
@@ -491,6 +494,9 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
         modality_mask: torch.Tensor | None = None,
+        input_features_1: torch.Tensor | None = None,
+        input_features_2: torch.Tensor | None = None,
+        input_features_3: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
@@ -503,9 +509,13 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             position_ids: ``(B, Lt)``; default from ``attention_mask`` (padding-invariant positions).
             labels: ``(B, Lt)`` answer tokens, -100 elsewhere.
             pixel_values ... modality_mask: media, see `encode_media`.
+            input_features_1 ... input_features_3: features of the 2nd to 4th audio encoder (when configured).
         """
         past_key_values = kwargs.pop("past_key_values", None)
         cache = cache if cache is not None else past_key_values
+        extra = [f for f in (input_features_1, input_features_2, input_features_3) if f is not None]
+        if extra:  # further audio encoders' features
+            input_features = [input_features, *extra]
         has_media = pixel_values is not None or input_features is not None
         tokens = window_mask = None
         div = None
@@ -588,10 +598,12 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any, **kwargs: Any) -> dict:
         """Media inputs go to the first (prefill) forward only; later steps read the KV cache."""
         is_first = kwargs.get("is_first_iteration", False)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         model_inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
-        if not is_first:
-            for name in AV_INPUT_NAMES:
-                model_inputs.pop(name, None)
+        if not is_first and cache is not None and _cache_length(cache) > 0:
+            for name in list(model_inputs):
+                if name in AV_INPUT_NAMES:
+                    model_inputs.pop(name)
         return model_inputs
 
 

@@ -166,8 +166,14 @@ def tiny_processor(config: FavorConfig, tokenizer: PreTrainedTokenizerFast | Non
         feature_extractors.append(
             WhisperFeatureExtractor(feature_size=audio.num_mel_bins, chunk_length=window_seconds)
         )
+    qformer = config.vision_qformer_config
+    instruction_aware = qformer is not None and qformer.model_type == "instructblip_qformer"
     return FavorProcessor.from_config(
-        config, tokenizer, image_processor, feature_extractors, qformer_tokenizer=tokenizer
+        config,
+        tokenizer,
+        image_processor,
+        feature_extractors,
+        qformer_tokenizer=tokenizer if instruction_aware else None,
     )
 
 
