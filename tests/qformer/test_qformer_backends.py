@@ -42,13 +42,39 @@ def _fake_memory_efficient_attention(calls: list):
     return memory_efficient_attention
 
 
+class _StandInBlockDiagonalMask:
+    """xformers' ``BlockDiagonalMask`` API surface we use, for environments without xformers."""
+
+    def __init__(self, q_seqlen, kv_seqlen):
+        self.q_seqlen, self.kv_seqlen = list(q_seqlen), list(kv_seqlen)
+
+    @classmethod
+    def from_seqlens(cls, q_seqlen, kv_seqlen):
+        return cls(q_seqlen, kv_seqlen)
+
+    def materialize(self, shape, dtype=torch.float32, device="cpu"):
+        bias = torch.full(shape, float("-inf"), dtype=dtype, device=device)
+        q0 = k0 = 0
+        for q_len, k_len in zip(self.q_seqlen, self.kv_seqlen):
+            bias[..., q0 : q0 + q_len, k0 : k0 + k_len] = 0
+            q0, k0 = q0 + q_len, k0 + k_len
+        return bias
+
+
+def _block_diagonal_mask():
+    try:  # the real class when xformers is installed (its Python part imports even without kernels)
+        from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+    except Exception:
+        return _StandInBlockDiagonalMask
+    return BlockDiagonalMask
+
+
 @pytest.fixture
 def working_xformers(monkeypatch):
-    """Simulate "xformers installed and its kernels run" with a pure-torch kernel (needs xformers' attn_bias)."""
-    fmha_bias = pytest.importorskip("xformers.ops.fmha.attn_bias", reason="xformers not installed")
+    """Simulate "xformers installed and its kernels run" with a pure-torch kernel."""
     calls: list[str] = []
     fake = _fake_memory_efficient_attention(calls)
-    monkeypatch.setattr(xformers_backend, "_load_xformers", lambda: (fake, fmha_bias.BlockDiagonalMask))
+    monkeypatch.setattr(xformers_backend, "_load_xformers", lambda: (fake, _block_diagonal_mask()))
     return calls
 
 
@@ -87,12 +113,12 @@ def test_working_xformers_equals_eager_and_packs_cross_attention(working_xformer
     features = torch.randn(3, 8, 2, 12)
     frame_mask = torch.arange(8)[None, :] < torch.tensor([8, 5, 1])[:, None]
     _models_agree(model, features, frame_mask, "xformers")
-    assert "BlockDiagonalMask" in working_xformers  # cross-attention of partial windows was packed
+    assert any("BlockDiagonalMask" in c for c in working_xformers)  # cross-attention of partial windows was packed
     assert "Tensor" in working_xformers  # the block-causal module ran with a dense bias
     # with no padding at all, cross-attention needs no bias
     working_xformers.clear()
     _models_agree(model, torch.randn(2, 6, 2, 12), None, "xformers")
-    assert "NoneType" in working_xformers and "BlockDiagonalMask" not in working_xformers
+    assert "NoneType" in working_xformers and not any("BlockDiagonalMask" in c for c in working_xformers)
 
 
 def test_auto_prefers_working_xformers(working_xformers):
