@@ -13,6 +13,7 @@ from .configuration import FavorConfig
 from .layout import AVLayout, av_tokens_per_minute, num_windows
 from .modeling import FavorModel, FavorOutput
 from .processing import FavorProcessor
+from .stats import describe, parameter_counts
 
 AutoConfig.register("favor", FavorConfig, exist_ok=True)
 AutoModel.register(FavorConfig, FavorModel, exist_ok=True)
@@ -25,6 +26,8 @@ __all__ = [
     "FavorOutput",
     "FavorProcessor",
     "av_tokens_per_minute",
+    "describe",
     "num_windows",
+    "parameter_counts",
 ]
 __version__ = "0.1.0"

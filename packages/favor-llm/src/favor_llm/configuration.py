@@ -108,13 +108,13 @@ def _as_config(value: dict | PretrainedConfig, name: str) -> PretrainedConfig:
 class FavorConfig(PretrainedConfig):
     r"""Configuration of `FavorModel`; defaults are the released FAVOR model.
 
-    Args:
+    Attributes:
         vision_config: config of the frame encoder (default: InstructBLIP's EVA ViT-g).
         vision_qformer_config: config of an InstructBLIP/BLIP-2 Q-Former applied per frame (default with the
             default vision: InstructBLIP's, 12 layers). ``None`` with a custom ``vision_config``: pooled patch tokens.
         vision_num_query_tokens: query tokens of that Q-Former (tokens per frame), 32 as released.
         vision_use_instruction: feed the question to the InstructBLIP Q-Former (``qformer_input_ids``) when given.
-        audio_configs: list of audio encoder configs (default: ``[Whisper large-v2]``).
+        audio_configs: list of 1 to 4 audio encoder configs (default: ``[Whisper large-v2]``).
         audio_feature_rates: feature rate of each audio encoder in Hz (Whisper: 50).
         audio_sample_rate: sample rate of the waveforms the audio encoders read (Whisper: 16 kHz).
         audio_hidden_size: width each audio stream is projected to before synchronisation (released: 768, the
@@ -126,16 +126,21 @@ class FavorConfig(PretrainedConfig):
         max_media_seconds: longest media accepted (``None``: no limit).
         qformer_config: `favor_qformer.CausalQFormerConfig` fields (dict).
         text_config: config of the causal LM (default: Vicuna-13B).
-        use_lora, lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA on the LLM (released: 32, 32, 0.1,
-            q/k/v/o projections).
+        use_lora: add LoRA adapters to the LLM (released: yes).
+        lora_r: LoRA rank (32).
+        lora_alpha: LoRA scaling numerator (32).
+        lora_dropout: LoRA dropout (0.1).
+        lora_target_modules: LLM modules that get adapters (q/k/v/o projections).
         diversity_loss_weight: weight of the Q-Former diversity loss in the training loss (0.01 as released).
         av_token: the placeholder the processor expands into ``windows x num_queries`` copies.
         av_token_id: its id in the tokenizer (set by the processor / builder).
-        prompt_template, text_only_template: the conversation wrapping a question (``{media}``, ``{question}``).
+        prompt_template: the conversation around a question with media (``{media}``, ``{question}``).
+        text_only_template: the same without media (``{question}``).
         qformer_fp32: keep the causal Q-Former and the audio projections in float32 under mixed precision
             (transformers' ``_keep_in_fp32_modules`` policy for BLIP-2's Q-Former).
         component_sources: where the frozen parts' weights come from when a delta checkpoint is loaded:
             ``{"vision": {"name_or_path": ..., "prefix": ...}, "audio_0": {...}, "text": {...}}``.
+        tie_word_embeddings: whether the LLM ties its input and output embeddings (the LLM's own config decides).
     """
 
     model_type = "favor"

@@ -265,7 +265,10 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             pretrained_model_name_or_path: the checkpoint directory or repo id.
             config: a config to use instead of the checkpoint's.
             dtype: load the LLM in this dtype and cast the rest with `to_mixed_precision`.
-            device_map, low_cpu_mem_usage, ...: passed to the LLM's ``AutoModelForCausalLM.from_pretrained``.
+            device_map: passed to the LLM's ``AutoModelForCausalLM.from_pretrained`` (as are ``kwargs`` such as
+                ``low_cpu_mem_usage``).
+            *model_args: not accepted (transformers' signature).
+            **kwargs: passed to the LLM's ``from_pretrained``.
 
         Raises:
             ValueError: a missing, unexpected or wrongly shaped weight, or a checkpoint that is not FAVOR's.
@@ -305,7 +308,8 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             frame_lengths: ``(B,)`` frames the visual stream spans (default ``pixel_lengths``).
             input_features: ``(B, K, M, L)`` Whisper log-mel windows (a list, one per audio encoder).
             audio_lengths: ``(B,)`` audio samples at ``config.audio_sample_rate`` (0: no audio).
-            qformer_input_ids, qformer_attention_mask: ``(B, Lq)`` instruction for InstructBLIP's Q-Former.
+            qformer_input_ids: ``(B, Lq)`` instruction tokens for InstructBLIP's Q-Former.
+            qformer_attention_mask: ``(B, Lq)`` their mask.
             modality_mask: ``(B, 1 + n_audio)`` override of the stream mask (default: 1 where the stream exists).
 
         Returns:
@@ -508,8 +512,22 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             attention_mask: ``(B, Lt)`` 1 for real tokens (left or right padding).
             position_ids: ``(B, Lt)``; default from ``attention_mask`` (padding-invariant positions).
             labels: ``(B, Lt)`` answer tokens, -100 elsewhere.
-            pixel_values ... modality_mask: media, see `encode_media`.
-            input_features_1 ... input_features_3: features of the 2nd to 4th audio encoder (when configured).
+            cache: the KV cache (generation).
+            inputs_embeds: ``(B, Lt, E)`` instead of ``input_ids`` (no media then).
+            pixel_values: media, see `encode_media` (as are the following media arguments).
+            pixel_lengths: see `encode_media`.
+            frame_lengths: see `encode_media`.
+            input_features: see `encode_media`.
+            audio_lengths: see `encode_media`.
+            qformer_input_ids: see `encode_media`.
+            qformer_attention_mask: see `encode_media`.
+            modality_mask: see `encode_media`.
+            input_features_1: features of the 2nd audio encoder (when configured).
+            input_features_2: features of the 3rd audio encoder.
+            input_features_3: features of the 4th audio encoder.
+            use_cache: return the KV cache.
+            logits_to_keep: compute logits for the last this many positions only (0: all).
+            **kwargs: passed to the LLM.
         """
         past_key_values = kwargs.pop("past_key_values", None)
         cache = cache if cache is not None else past_key_values

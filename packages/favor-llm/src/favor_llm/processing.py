@@ -66,7 +66,9 @@ class FavorProcessor:
             window; longer audio is split into consecutive windows).
         layout: frame / window / token settings (`AVLayout.from_config(model.config)`).
         qformer_tokenizer: tokenizer of InstructBLIP's Q-Former for the instruction input (optional).
-        av_token, prompt_template, text_only_template: see `FavorConfig`.
+        av_token: the placeholder token (see `FavorConfig`).
+        prompt_template: the prompt around a question with media.
+        text_only_template: the prompt around a question without media.
     """
 
     def __init__(
