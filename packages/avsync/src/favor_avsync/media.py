@@ -44,6 +44,9 @@ _IMAGE_FORMATS = (
     "webp_pipe",
     "tiff_pipe",
 )  # not GIF: it animates
+#: Encoder delay (priming samples) assumed for raw ADTS AAC, which cannot declare it (FFmpeg's and most AAC-LC
+#: encoders use 1024).
+_ADTS_PRIMING = 1024
 #: Files longer than this (seconds) get a progress bar unless ``progress`` says otherwise.
 PROGRESS_AFTER_SECONDS = 60.0
 
@@ -365,6 +368,11 @@ class _Decoder:
         beyond = False
         try:
             _, stream = _stream_pick(container)
+            # Raw ADTS AAC has no container to say how many priming samples the encoder put first (MP4 and
+            # Matroska do, and the decoder drops them); assume the usual AAC encoder delay of 1024 samples.
+            # Shifting every timestamp back by the delay puts the priming before 0, where the window cuts it off.
+            adts = container.format.name == "aac" and stream.codec_context.name == "aac"
+            shift = _ADTS_PRIMING / stream.codec_context.sample_rate if adts else 0.0
             declared_end = None
             if stream.duration is not None and stream.start_time is not None and stream.time_base is not None:
                 declared_end = float((stream.start_time + stream.duration) * stream.time_base)
@@ -372,8 +380,7 @@ class _Decoder:
                 _seek(container, stream, w0)
             for frame in self._decode(container, stream):
                 t = _seconds(frame)
-                if t is None:
-                    t = expected if expected is not None else 0.0
+                t = (expected if expected is not None else 0.0) if t is None else t - shift
                 frame_end = t + frame.samples / frame.sample_rate
                 if frame_end <= w0:
                     expected = frame_end

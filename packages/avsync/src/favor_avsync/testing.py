@@ -38,9 +38,34 @@ DEFAULT_COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 255, 0),
 )
 
-Container = Literal["mp4", "mkv", "wav", "flac", "mp3", "png", "jpg"]
+Container = Literal["mp4", "mkv", "webm", "wav", "flac", "mp3", "m4a", "aac", "ogg", "png", "jpg"]
 
-_AUDIO_ONLY = ("wav", "flac", "mp3")
+_AUDIO_ONLY = ("wav", "flac", "mp3", "m4a", "aac", "ogg")
+_VIDEO_CODEC = {"mp4": "libx264", "mkv": "libx264", "webm": "libvpx-vp9"}
+_AUDIO_CODEC = {
+    "mp4": "aac",
+    "mkv": "pcm_s16le",
+    "webm": "libopus",
+    "wav": "pcm_s16le",
+    "flac": "flac",
+    "mp3": "libmp3lame",
+    "m4a": "aac",
+    "aac": "aac",
+    "ogg": "libopus",
+}
+_FORMAT = {
+    "mp4": "mp4",
+    "mkv": "matroska",
+    "webm": "webm",
+    "wav": "wav",
+    "flac": "flac",
+    "mp3": "mp3",
+    "m4a": "ipod",
+    "aac": "adts",
+    "ogg": "ogg",
+    "png": "image2pipe",
+    "jpg": "image2pipe",
+}
 _IMAGES = ("png", "jpg")
 
 
@@ -51,7 +76,7 @@ class ClipSpec:
     Attributes:
         path: Where the clip was written, or None if it was returned as ``data``.
         data: The encoded bytes when no path was given.
-        container: ``"mp4"``, ``"mkv"``, ``"wav"``, ``"flac"``, ``"mp3"``, ``"png"`` or ``"jpg"``.
+        container: The file type given to `make_test_clip`.
         duration: Seconds of video (or audio for audio-only files) from the clip start.
         fps: Nominal frame rate of the video (for VFR, the mean rate of the pattern).
         size: ``(width, height)`` of the frames.
@@ -183,8 +208,9 @@ def make_test_clip(
 ) -> ClipSpec:
     """Write a clip with known colour changes and a known tone burst.
 
-    ``mp4`` holds h264 + AAC, ``mkv`` h264 + 16-bit PCM; ``wav``/``flac``/``mp3`` are audio only; ``png``/``jpg``
-    are one still image (colour ``colours[0]``).
+    ``mp4`` holds h264 + AAC, ``mkv`` h264 + 16-bit PCM, ``webm`` VP9 + Opus; ``wav``, ``flac``, ``mp3``,
+    ``m4a`` (AAC in MP4), ``aac`` (raw ADTS) and ``ogg`` (Opus) are audio only; ``png``/``jpg`` are one still
+    image (colour ``colours[0]``).
 
     Args:
         path: File to write; None returns the encoded bytes in ``ClipSpec.data``.
@@ -214,8 +240,8 @@ def make_test_clip(
     """
     import av  # lazily: PyAV is the [media] extra
 
-    if container not in ("mp4", "mkv", *_AUDIO_ONLY, *_IMAGES):
-        raise ValueError(f"container must be one of mp4, mkv, wav, flac, mp3, png, jpg; got {container!r}")
+    if container not in _FORMAT:
+        raise ValueError(f"container must be one of {', '.join(_FORMAT)}; got {container!r}")
     width, height = size
     if width % 2 or height % 2 or width <= 0 or height <= 0:
         raise ValueError(f"size must be positive even (width, height), got {size!r}")
@@ -264,9 +290,7 @@ def make_test_clip(
     spec = ClipSpec(path=Path(path) if path is not None else None, data=None, **spec_kwargs)
 
     sink: io.BytesIO | str = io.BytesIO() if path is None else str(path)
-    fmt = {"mp4": "mp4", "mkv": "matroska", "wav": "wav", "flac": "flac", "mp3": "mp3", "png": "image2pipe"}
-    fmt["jpg"] = "image2pipe"
-    with av.open(sink, mode="w", format=fmt[container]) as out:
+    with av.open(sink, mode="w", format=_FORMAT[container]) as out:
         if container in _IMAGES:
             _write_image(out, spec, container)
         else:
@@ -305,11 +329,14 @@ def _write_av(out, spec: ClipSpec, container: str, vfr: bool, keyframe_interval:
     v_stream = a_stream = None
     if spec.has_video:
         rate = Fraction(spec.fps).limit_denominator(10_000)
-        v_stream = out.add_stream("libx264", rate=rate)
+        v_stream = out.add_stream(_VIDEO_CODEC[container], rate=rate)
         v_stream.width, v_stream.height = spec.size
         v_stream.pix_fmt = "yuv420p"
-        # veryfast keeps B-frames, so decode order differs from presentation order as in real files.
-        v_stream.options = {"preset": "veryfast"}
+        if container == "webm":
+            v_stream.options = {"deadline": "realtime", "cpu-used": "8"}
+        else:
+            # veryfast keeps B-frames, so decode order differs from presentation order as in real files.
+            v_stream.options = {"preset": "veryfast"}
         if keyframe_interval is not None:
             v_stream.options = {**v_stream.options, "g": str(keyframe_interval), "keyint_min": "1"}
         # Millisecond ticks for VFR or a late video start, one tick per frame otherwise.
@@ -317,8 +344,7 @@ def _write_av(out, spec: ClipSpec, container: str, vfr: bool, keyframe_interval:
         v_stream.codec_context.time_base = Fraction(1, 1000) if fine else 1 / rate
         v_stream.time_base = v_stream.codec_context.time_base
     if spec.has_audio:
-        codec = {"mp4": "aac", "mkv": "pcm_s16le", "wav": "pcm_s16le", "flac": "flac", "mp3": "libmp3lame"}
-        a_stream = out.add_stream(codec[container], rate=spec.sample_rate)
+        a_stream = out.add_stream(_AUDIO_CODEC[container], rate=spec.sample_rate)
         a_stream.layout = "mono" if spec.channels == 1 else "stereo"
         a_stream.codec_context.time_base = Fraction(1, spec.sample_rate)
 
@@ -331,7 +357,7 @@ def _write_av(out, spec: ClipSpec, container: str, vfr: bool, keyframe_interval:
         samples = _tone(
             spec.tone_at, n_total, spec.sample_rate, spec.audio_offset, spec.tone_seconds, spec.tone_hz
         )
-        chunk = 1024 if container == "mp4" else spec.sample_rate // 50
+        chunk = a_stream.codec_context.frame_size or spec.sample_rate // 50  # AAC: 1024, Opus: 20 ms
         events += [(spec.audio_offset + s / spec.sample_rate, "a", s) for s in range(0, n_total, chunk)]
     events.sort(key=lambda e: (e[0], e[1]))
     a_fmt = None
