@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+import numpy as np
 import pytest
 
 from favor_avsync import MediaError, MissingMediaError, load_media
@@ -41,12 +40,17 @@ def test_directory(tmp_path):
 
 
 def test_corrupt_file(tmp_path):
+    # Fixed bytes: some random byte strings happen to probe as MPEG audio, which FFmpeg then decodes as noise.
     path = tmp_path / "noise.mp4"
-    path.write_bytes(os.urandom(4096))
+    path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
     with pytest.raises(MediaError, match=r"noise\.mp4: not a readable media file"):
         load_media(path)
     with pytest.raises(MediaError, match=r"<bytes: 4096 bytes>: not a readable media file"):
         load_media(path.read_bytes())
+    text = tmp_path / "notes.mkv"
+    text.write_text("this is not a media file\n" * 200)
+    with pytest.raises(MediaError, match=r"notes\.mkv: not a readable media file"):
+        load_media(text)
 
 
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
