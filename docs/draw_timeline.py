@@ -11,11 +11,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.patches import Rectangle
 
-from favor_avsync import TemporalSynchroniser  # noqa: E402
+from favor_avsync import TemporalSynchroniser
 
 FPS = 2.0
 RATES = (50.0, 7.3)  # Whisper-rate stream, and a slow stream whose steps straddle frame boundaries
@@ -41,7 +41,14 @@ def main() -> None:
     for t in range(frames):
         start, end = out.frame_times[0, t].tolist()
         ax.add_patch(Rectangle((start, 2.1), end - start, 0.7, color=COLOURS[t], alpha=0.35, lw=0))
-        ax.text((start + end) / 2, 2.45, f"frame {t}: [{start:g}, {end:g}) s", ha="center", va="center", fontsize=9)
+        ax.text(
+            (start + end) / 2,
+            2.45,
+            f"frame {t}: [{start:g}, {end:g}) s",
+            ha="center",
+            va="center",
+            fontsize=9,
+        )
         ax.axvline(start, color="grey", lw=0.8, ls="--")
         ax.plot([(start + end) / 2], [2.1], marker="v", color="black", ms=5)
     ax.axvline(SECONDS, color="grey", lw=0.8, ls="--")
@@ -52,7 +59,9 @@ def main() -> None:
         for j in range(s):
             start, end = j / rate, (j + 1) / rate
             t = frame_of[j]
-            ax.add_patch(Rectangle((start, y), end - start, 0.55, facecolor=COLOURS[t], edgecolor="white", lw=0.6))
+            ax.add_patch(
+                Rectangle((start, y), end - start, 0.55, facecolor=COLOURS[t], edgecolor="white", lw=0.6)
+            )
             centre = (j + 0.5) / rate
             ax.plot([centre], [y + 0.275], marker="o", color="black", ms=2.2 if rate > 20 else 4)
         ax.text(-0.02, y + 0.275, f"audio {row}\n{rate:g} Hz", ha="right", va="center", fontsize=9)
@@ -87,8 +96,17 @@ def main() -> None:
                     )
                 )
                 if filled and (RATES[row] < 20 or i in (0, int((col != 0).sum()) - 1)):
-                    ax_slots.text(x0 + i + 0.45, y + 0.4, str(int(col[i].item()) - 1), ha="center", va="center", fontsize=6)
-            ax_slots.text(x0 + SLOTS / 2, 2.0, f"frame {t}: {SLOTS} slots per stream", ha="center", fontsize=9)
+                    ax_slots.text(
+                        x0 + i + 0.45,
+                        y + 0.4,
+                        str(int(col[i].item()) - 1),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                    )
+            ax_slots.text(
+                x0 + SLOTS / 2, 2.0, f"frame {t}: {SLOTS} slots per stream", ha="center", fontsize=9
+            )
         ax_slots.text(-0.8, 1.4, "audio 0", ha="right", va="center", fontsize=9)
         ax_slots.text(-0.8, 0.4, "audio 1", ha="right", va="center", fontsize=9)
     ax_slots.set_xlim(-6, frames * (SLOTS + 3))
