@@ -19,16 +19,23 @@ import torch
 from favor_avsync import TemporalSynchroniser
 
 
-def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+def _interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
     """Time each function ``repeats`` times, in rounds (one call of each per round), so that load from other
     processes on the machine hits all of them alike."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for fn in fns.values():
         fn()  # warm-up
+    sync()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -40,6 +47,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768, help="visual and audio feature width")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,9 +55,10 @@ def main() -> None:
     frames = int(args.seconds * 2)
     steps = frames * 25
     torch.manual_seed(0)
-    visual = torch.randn(args.batch, frames, 32, args.dim)
-    audio = torch.randn(args.batch, steps, args.dim)
-    mask = torch.ones(args.batch, 2)
+    device = torch.device(args.device)
+    visual = torch.randn(args.batch, frames, 32, args.dim, device=device)
+    audio = torch.randn(args.batch, steps, args.dim, device=device)
+    mask = torch.ones(args.batch, 2, device=device)
     video_seconds = args.batch * args.seconds
 
     released = TemporalSynchroniser(mode="released")
@@ -59,8 +68,8 @@ def main() -> None:
         timed(visual, audio, modality_mask=mask).features,
     )
 
-    lengths = torch.randint(steps // 2, steps + 1, (args.batch,))
-    beats = torch.randn(args.batch, int(args.seconds * 48.83), args.dim)
+    lengths = torch.randint(steps // 2, steps + 1, (args.batch,), device=device)
+    beats = torch.randn(args.batch, int(args.seconds * 48.83), args.dim, device=device)
     two = TemporalSynchroniser(mode="time", audio_rates=(50.0, 48.83))
     times = _interleaved(
         {
@@ -70,11 +79,13 @@ def main() -> None:
             "time, 50 Hz + 48.83 Hz": lambda: two(visual, [audio, beats]),
         },
         args.repeats,
+        device,
     )
 
     print(
         f"favor-avsync synchroniser, batch {args.batch} x {args.seconds:g} s (2 fps, 32 tokens, dim {args.dim}), "
-        f"{torch.get_num_threads()} torch threads"
+        f"{torch.get_num_threads()} torch threads, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
     )
     print(f"  {'':26s} {'median':>10s} {'best':>10s}   seconds of video / s (median)")
     for name, ts in times.items():
