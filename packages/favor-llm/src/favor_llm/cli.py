@@ -1,0 +1,403 @@
+"""The ``favor`` command line: ``generate``, ``convert``, ``info``, ``demo``.
+
+    favor generate --model DIR --media clip.mp4 --question "What happens?"   answer a question about a video
+    favor convert --released pytorch_model.pt --llm VICUNA --out DIR         convert a released FAVOR checkpoint
+    favor info DIR | config.json | released                                  config, parameters, AV tokens/minute
+    favor demo                                                               tiny end-to-end run, offline
+
+User mistakes (a missing file, a directory that is not a model, a bad checkpoint, a bad option) print one line,
+``favor <command>: error: ...``, to stderr and exit with status 2; ``--debug`` shows the traceback instead (and the
+libraries' warnings). Answers go to stdout; progress bars and notes go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers.generation.streamers import BaseStreamer
+
+__all__ = ["GenerationProgress", "build_parser", "main"]
+
+EXIT_USAGE = 2
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class UsageError(ValueError):
+    """A mistake in how ``favor`` was called (reported as one line, exit status 2)."""
+
+
+class GenerationProgress(BaseStreamer):
+    """A tqdm bar over generated tokens, fed by `generate(streamer=...)` (batch size 1).
+
+    ``generate`` first puts the prompt, then each new token; the bar counts the new tokens.
+    """
+
+    def __init__(self, max_new_tokens: int, desc: str = "generating") -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=max_new_tokens, desc=desc, unit="tok", leave=False, file=sys.stderr)
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self._bar.update(1)
+
+    def end(self) -> None:
+        self._bar.close()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (raised, so `main` reports them like every other user mistake)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# ------------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``favor`` argument parser (subcommands ``generate``, ``convert``, ``info``, ``demo``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and library warnings"
+    )
+    parser = _Parser(
+        prog="favor",
+        description="FAVOR audio-visual LLM: answer questions about videos, convert released checkpoints.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    sub = parser.add_subparsers(dest="command", metavar="{generate,convert,info,demo}", parser_class=_Parser)
+    sub.required = True
+
+    gen = sub.add_parser("generate", parents=[common], help="answer a question about a video, audio or image")
+    gen.add_argument(
+        "--model", required=True, type=Path, help="FAVOR checkpoint directory (model + processor)"
+    )
+    gen.add_argument("--media", type=Path, help="video, audio or image file (omit for a text-only question)")
+    gen.add_argument("--question", required=True, help="the question")
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=128, help="longest answer (tokens)")
+    gen.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, mps")
+    gen.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto: float32 on CPU, bfloat16 on GPU")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
+    gen.set_defaults(func=_cmd_generate)
+
+    conv = sub.add_parser("convert", parents=[common], help="convert a released FAVOR checkpoint")
+    conv.add_argument(
+        "--released", required=True, type=Path, help="released delta checkpoint (pytorch_model*.pt)"
+    )
+    conv.add_argument("--llm", required=True, help="the base LLM it was trained on (directory or Hub id)")
+    conv.add_argument("--out", required=True, type=Path, help="output directory")
+    conv.add_argument(
+        "--config", type=Path, help="FavorConfig (config.json or its directory); default: released"
+    )
+    conv.add_argument("--vision", help="frozen frame encoder checkpoint (default: the released InstructBLIP)")
+    conv.add_argument("--audio", help="frozen Whisper checkpoint (default: openai/whisper-large-v2)")
+    conv.add_argument("--tokenizer", help="LLM tokenizer (default: next to --released, else --llm)")
+    conv.add_argument(
+        "--qformer-tokenizer", help="InstructBLIP Q-Former tokenizer (default: <vision>/qformer_tokenizer)"
+    )
+    conv.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    conv.set_defaults(func=_cmd_convert)
+
+    info = sub.add_parser(
+        "info", parents=[common], help="config summary, parameter counts, AV tokens per minute"
+    )
+    info.add_argument(
+        "model", help="checkpoint directory, config.json, or 'released' (the released FAVOR sizes)"
+    )
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_cmd_info)
+
+    demo = sub.add_parser("demo", parents=[common], help="tiny end-to-end run: build, decode, train, answer")
+    demo.add_argument("--steps", type=_positive_int, default=150, help="training steps (default 150)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, help="save the trained tiny model, its processor and the clip here")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``favor`` with ``argv`` (default: the process arguments); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        args = parser.parse_args(argv)
+        _quiet_libraries(debug)
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("favor: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # user mistakes: files, directories, checkpoints, arguments
+        if debug:
+            raise
+        prog = f"favor {command}" if command in ("generate", "convert", "info", "demo") else "favor"
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Without ``--debug``: no library deprecation warnings, no transformers load bars, no xformers build notes."""
+    if debug:
+        return
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("xformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------- generate
+def _checkpoint_dir(path: Path, what: str = "model") -> Path:
+    if not path.exists():
+        raise UsageError(f"{what}: no such directory {path}")
+    if not path.is_dir():
+        raise UsageError(f"{what}: {path} is a file; expected a FAVOR checkpoint directory")
+    if not (path / "config.json").is_file():
+        raise UsageError(f"{what}: {path} has no config.json; it is not a FAVOR checkpoint directory")
+    return path
+
+
+def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise UsageError(f"--device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device: {device} requested but CUDA is not available")
+    if dtype == "auto":
+        if dev.type == "cuda":
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = "float32"
+    return dev, getattr(torch, dtype)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .modeling import FavorModel
+    from .processing import FavorProcessor
+
+    model_dir = _checkpoint_dir(args.model)
+    if args.media is not None and not args.media.is_file():
+        raise UsageError(
+            f"media: no such file {args.media}" + (" (it is a directory)" if args.media.is_dir() else "")
+        )
+    if args.temperature < 0:
+        raise UsageError(f"--temperature: expected >= 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p: expected a value in (0, 1], got {args.top_p}")
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    processor = FavorProcessor.from_pretrained(model_dir)
+    media: Any = None
+    if args.media is not None:
+        if args.media.suffix.lower() in _IMAGE_SUFFIXES:
+            media = args.media  # the processor repeats a still image over frames
+        else:
+            from favor_avsync import load_media
+
+            layout = processor.layout
+            media = load_media(args.media, fps=layout.fps, sample_rate=layout.sample_rate, progress=True)
+    _note(f"loading {model_dir} ({dtype}, {device}) ...")
+    model = FavorModel.from_pretrained(model_dir, dtype=dtype if dtype != torch.float32 else None)
+    model.to(device).eval()
+    inputs = processor(text=args.question, media=media).to(device)
+    sampling = (
+        {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p} if args.temperature else {}
+    )
+    streamer = GenerationProgress(args.max_new_tokens)
+    with torch.no_grad():
+        generated = model.generate(
+            **inputs,
+            max_new_tokens=args.max_new_tokens,
+            streamer=streamer,
+            **({"do_sample": False} | sampling),
+        )
+    print(processor.decode_answers(generated, inputs)[0])
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ convert
+def _load_config(path: Path) -> Any:
+    from .configuration import FavorConfig
+
+    if not path.exists():
+        raise UsageError(f"config: no such file or directory {path}")
+    try:
+        if path.is_dir():
+            return FavorConfig.from_pretrained(path)
+        return FavorConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, OSError, TypeError, KeyError) as err:
+        raise UsageError(f"config: {path} is not a FavorConfig ({_one_line(err)})") from None
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_released_checkpoint
+
+    if not args.released.is_file():
+        raise UsageError(
+            f"released: no such file {args.released}"
+            + (" (it is a directory)" if args.released.is_dir() else "")
+        )
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"out: {args.out} is a file; expected a directory")
+    if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
+        raise UsageError(f"out: {args.out} is not empty; choose another directory or pass --overwrite")
+    config = _load_config(args.config) if args.config is not None else None
+    _note(f"converting {args.released} (base LLM {args.llm}) ...")
+    out = convert_released_checkpoint(
+        args.released,
+        llm=args.llm,
+        out=args.out,
+        config=config,
+        vision=args.vision,
+        audio=args.audio,
+        tokenizer=args.tokenizer,
+        qformer_tokenizer=args.qformer_tokenizer,
+    )
+    report = json.loads((out / "favor_conversion.json").read_text())
+    print(
+        f"converted {len(report['renamed'])} released tensors ({', '.join(report['source_dtypes'])}) -> {out}; "
+        f"skipped {len(report['skipped'])} (unused buffers / frozen parts, see favor_conversion.json)"
+    )
+    print(f'next: favor info {out}   |   favor generate --model {out} --media VIDEO --question "..."')
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- info
+def _info_config(target: str) -> tuple[Any, dict[str, Any]]:
+    """The config ``target`` names, and facts about the checkpoint (format, sources) when it is a directory."""
+    from .configuration import FavorConfig
+
+    facts: dict[str, Any] = {"source": target}
+    if target == "released":
+        facts["source"] = (
+            "the released FAVOR configuration (EVA ViT-g + InstructBLIP, Whisper large-v2, Vicuna-13B)"
+        )
+        return FavorConfig(), facts
+    path = Path(target)
+    if path.is_dir():
+        _checkpoint_dir(path)
+        info_file = path / "favor_checkpoint.json"
+        if info_file.is_file():
+            facts["format"] = json.loads(info_file.read_text()).get("format")
+    elif not path.exists():
+        raise UsageError(f"model: no such directory or file {path} (or pass 'released')")
+    config = _load_config(path)
+    if getattr(config, "model_type", None) != "favor":
+        raise UsageError(f"model: {path} is not a FAVOR config")
+    facts["component_sources"] = config.component_sources or {}
+    return config, facts
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .stats import describe
+
+    config, facts = _info_config(args.model)
+    summary = describe(config)
+    if args.json:
+        print(json.dumps({**facts, **summary}, indent=2, sort_keys=True, default=str))
+        return 0
+    for line in _info_lines(config, facts, summary):
+        print(line)
+    return 0
+
+
+def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    q = config.qformer_config
+    text = config.text_config
+    params = s["parameters"]
+    window_seconds = q["window_size"] / config.fps
+    lines = [f"FAVOR model: {facts['source']}"]
+    if "format" in facts:
+        lines.append(f"  checkpoint      {facts['format']}")
+    audio = ", ".join(f"{t} @ {r:g} Hz" for t, r in zip(s["audio"], s["audio_feature_rates"]))
+    lines += [
+        f"  vision          {s['vision']} ({s['tokens_per_frame']} tokens of width {config.visual_hidden_size} per frame)",
+        f"  audio           {audio}, projected to {config.audio_stream_width}",
+        f"  synchroniser    {config.fps:g} fps, mode {config.sync_mode!r}",
+        f"  causal Q-Former {q['num_layers']} layers, hidden {q['hidden_size']}, input {q['encoder_hidden_size']}, "
+        f"{s['num_queries']} queries per window of {q['window_size']} frames ({window_seconds:g} s, stride "
+        f"{q['window_stride']})",
+        f"  LLM             {s['llm']} (hidden {text.hidden_size}, {text.num_hidden_layers} layers, "
+        f"vocabulary {text.vocab_size})",
+    ]
+    lora = s["lora"]
+    lines.append(
+        f"  LoRA            r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']} on "
+        f"{','.join(lora['target_modules'])}"
+        if lora
+        else "  LoRA            off"
+    )
+    lines.append(f"  diversity loss  weight {s['diversity_loss_weight']:g}")
+    total = max(params["total"], 1)
+    lines.append(
+        f"  parameters      {params['trainable']:,} trainable ({100 * params['trainable'] / total:.2f}%), "
+        f"{params['frozen']:,} frozen, {params['total']:,} total"
+    )
+    for name, c in params["components"].items():
+        if c["trainable"] or c["frozen"]:
+            lines.append(f"    {name:<20} {c['trainable']:>16,} trainable {c['frozen']:>16,} frozen")
+    per_minute = s["av_tokens_per_minute"]
+    lines.append(
+        f"  AV tokens       {per_minute:g} per minute of video "
+        f"({60 * config.fps / q['window_stride']:g} windows x {s['num_queries']} queries)"
+    )
+    for name, src in (facts.get("component_sources") or {}).items():
+        lines.append(f"  frozen {name:<9}from {src.get('name_or_path')}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"out: {args.out} is a file; expected a directory")
+    run_demo(steps=args.steps, seed=args.seed, out=args.out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
