@@ -136,7 +136,9 @@ class CausalQFormer(nn.Module):
         """The query stream entering layer 0: LayerNorm(query tokens), (Nw, Q, H), as BLIP-2's embeddings."""
         q = self.query_layernorm(self.query_tokens)
         q = nn.functional.dropout(q, p=self.config.dropout, training=self.training)
-        return q.expand(num_windows, -1, -1)
+        return q.expand(
+            num_windows, -1, -1
+        ).contiguous()  # a real batch: Linear then takes the fused addmm path
 
     def forward(
         self,
@@ -174,7 +176,9 @@ class CausalQFormer(nn.Module):
             tokens = features.new_zeros(batch, plan.max_windows, config.num_queries, config.hidden_size)
             return CausalQFormerOutput(tokens, mask, frames)
 
-        windows, frame_valid = gather_windows(features, plan, config.window_size)  # (Nw, F, N, D), (Nw, F)
+        windows, frame_valid = gather_windows(
+            features, plan, config.window_size, config.window_stride
+        )  # (Nw, F, N, D), (Nw, F)
         x = self.embed_windows(windows)  # (Nw, L, D)
         n = config.tokens_per_frame
         partial = any(length < config.window_size for length in plan.real_frames)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 
 
 def count_windows(num_frames: int, window_size: int, window_stride: int) -> int:
@@ -90,20 +91,36 @@ def plan_windows(
 
 
 def gather_windows(
-    features: torch.Tensor, plan: WindowPlan, window_size: int
+    features: torch.Tensor, plan: WindowPlan, window_size: int, window_stride: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Copy the real windows out of ``features`` (B, T, N, D).
+    """The real windows of ``features`` (B, T, N, D).
+
+    When every video has the same number of full, non-overlapping windows the result is a reshaped view (no copy);
+    otherwise the windows are gathered.
 
     Returns:
         windows: (Nw, F, N, D), zero on padding frames.
         frame_valid: (Nw, F) bool, True on real frames.
     """
+    batch = features.shape[0]
     offsets = torch.arange(window_size, device=features.device)  # (F,)
     frame_valid = offsets[None, :] < plan.length[:, None]  # (Nw, F)
+    full = all(length == window_size for length in plan.real_frames)
+    if (
+        full
+        and window_stride == window_size
+        and len(set(plan.counts)) == 1
+        and plan.num_real == batch * plan.counts[0]
+    ):
+        used = features[
+            :, : plan.counts[0] * window_size
+        ]  # windows in (video, slot) order, as the plan lists them
+        return rearrange(used, "b (w f) n d -> (b w) f n d", f=window_size), frame_valid
     frames = (plan.start[:, None] + offsets[None, :]).clamp(max=features.shape[1] - 1)  # (Nw, F)
     windows = features[plan.batch_index[:, None], frames]  # (Nw, F, N, D)
-    # where(), not a multiplication: padding frames may hold anything (even NaN) and must become exact zeros.
-    windows = torch.where(frame_valid[:, :, None, None], windows, windows.new_zeros(()))
+    if not full:
+        # where(), not a multiplication: padding frames may hold anything (even NaN) and must become exact zeros.
+        windows = torch.where(frame_valid[:, :, None, None], windows, windows.new_zeros(()))
     return windows, frame_valid
 
 
