@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from favor_llm import FavorModel
@@ -252,3 +254,24 @@ def test_automodel_for_causal_lm_maps_to_favor(tiny):
     assert AutoModel._model_mapping[type(model.config)] is FavorModel
     assert AutoModelForCausalLM._model_mapping[type(model.config)] is FavorModel
     assert model.can_generate()
+
+
+POOL = ["video+audio", "video", "audio", "image", "image+audio", "text"]
+QUESTIONS = ["What?", "What happens in the video, in detail?", "Is there speech in the audio? Yes or no."]
+
+
+@settings(max_examples=10)
+@given(st.lists(st.tuples(st.sampled_from(POOL), st.sampled_from(QUESTIONS)), min_size=2, max_size=4))
+def test_batch_composition_does_not_change_a_sample(tiny, media, picks):
+    """Property: any mix of modalities, media lengths and prompt lengths; each row equals its sample alone."""
+    model, processor = tiny
+    items = [(q, MODALITIES[kind](media)) for kind, q in picks]
+    batch = _inputs(processor, items)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    width = batch["input_ids"].shape[1]
+    for i, item in enumerate(items):
+        alone = _inputs(processor, [item])
+        with torch.no_grad():
+            single = model(**alone).logits[0]
+        torch.testing.assert_close(single, logits[i, width - single.shape[0] :], rtol=0, atol=1e-4)

@@ -167,3 +167,12 @@ def test_placeholder_count_matches_model_windows(tiny, frames, audio_tenths, ima
     with torch.no_grad():
         tokens, window_mask, _ = model.encode_media(**batch)
     assert _av(processor, inputs["input_ids"]) == int(window_mask.sum()) * tokens.shape[2]
+
+
+def test_long_questions_are_truncated_for_the_vision_qformer(tiny, media):
+    model, processor = tiny
+    question = "what colour is the screen " * 60
+    inputs = processor(text=question, media=media["video"])
+    assert inputs["qformer_input_ids"].shape[1] == model.config.vision_qformer_config.max_position_embeddings
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()

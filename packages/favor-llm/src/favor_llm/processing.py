@@ -69,6 +69,7 @@ class FavorProcessor:
         av_token: the placeholder token (see `FavorConfig`).
         prompt_template: the prompt around a question with media.
         text_only_template: the prompt around a question without media.
+        qformer_max_length: instruction tokens kept for the Q-Former (its text position embeddings; BERT: 512).
     """
 
     def __init__(
@@ -81,8 +82,10 @@ class FavorProcessor:
         av_token: str = "<AV>",
         prompt_template: str = RELEASED_PROMPT_TEMPLATE,
         text_only_template: str = RELEASED_TEXT_ONLY_TEMPLATE,
+        qformer_max_length: int = 512,
     ) -> None:
         self.tokenizer = tokenizer
+        self.qformer_max_length = int(qformer_max_length)
         self.image_processor = image_processor
         if not isinstance(feature_extractors, (list, tuple)):
             feature_extractors = [feature_extractors]
@@ -369,7 +372,9 @@ class FavorProcessor:
         if self.qformer_tokenizer is not None and any(
             p is not None and p.frames is not None for p in prepared
         ):
-            enc = self.qformer_tokenizer(texts, padding=True, return_tensors="pt")
+            enc = self.qformer_tokenizer(
+                texts, padding=True, truncation=True, max_length=self.qformer_max_length, return_tensors="pt"
+            )
             data["qformer_input_ids"] = enc["input_ids"]
             data["qformer_attention_mask"] = enc["attention_mask"]
         if return_tensors not in ("pt", None):
@@ -464,6 +469,7 @@ class FavorProcessor:
             "image_processor_class": type(self.image_processor).__name__,
             "num_feature_extractors": len(self.feature_extractors),
             "has_qformer_tokenizer": self.qformer_tokenizer is not None,
+            "qformer_max_length": self.qformer_max_length,
         }
         (root / PROCESSOR_CONFIG_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
@@ -501,6 +507,7 @@ class FavorProcessor:
             av_token=settings["av_token"],
             prompt_template=settings["prompt_template"],
             text_only_template=settings["text_only_template"],
+            qformer_max_length=settings.get("qformer_max_length", 512),
         )
 
 

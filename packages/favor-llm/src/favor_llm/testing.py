@@ -168,13 +168,16 @@ def tiny_processor(config: FavorConfig, tokenizer: PreTrainedTokenizerFast | Non
         )
     qformer = config.vision_qformer_config
     instruction_aware = qformer is not None and qformer.model_type == "instructblip_qformer"
-    return FavorProcessor.from_config(
+    processor = FavorProcessor.from_config(
         config,
         tokenizer,
         image_processor,
         feature_extractors,
         qformer_tokenizer=tokenizer if instruction_aware else None,
     )
+    if instruction_aware:
+        processor.qformer_max_length = int(qformer.max_position_embeddings)
+    return processor
 
 
 def tiny_model_and_processor(
