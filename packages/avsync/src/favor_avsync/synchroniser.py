@@ -225,9 +225,11 @@ class TemporalSynchroniser(nn.Module):
 
     def frame_times(self, frames: int, *, device: torch.device | str | None = None) -> torch.Tensor:
         """``(frames, 2)`` float64: ``[t / fps, (t + 1) / fps)`` for each frame ``t``."""
-        t = torch.arange(frames + 1, dtype=torch.float64, device=device)
+        # Computed on the CPU (exact division) and then moved, so every device gets the same bits: CUDA divides by
+        # a scalar through its reciprocal, which can differ in the last bit.
+        t = torch.arange(frames + 1, dtype=torch.float64)
         edges = t * self._fps.denominator / self._fps.numerator
-        return torch.stack([edges[:-1], edges[1:]], dim=-1)
+        return torch.stack([edges[:-1], edges[1:]], dim=-1).to(device)
 
     def image_as_video(self, image: torch.Tensor) -> torch.Tensor:
         """An image's visual tokens as a video of ``repeat_image`` identical frames.
