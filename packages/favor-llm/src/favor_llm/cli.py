@@ -166,21 +166,16 @@ def _one_line(err: BaseException) -> str:
 
 
 def _quiet_libraries(debug: bool) -> None:
-    """Without ``--debug``: no library deprecation warnings, no transformers load bars, no xformers build notes."""
+    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes."""
     if debug:
         return
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
     logging.getLogger("xformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
-
-
-def _note(text: str) -> None:
-    print(text, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------- generate
@@ -239,7 +234,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
             layout = processor.layout
             media = load_media(args.media, fps=layout.fps, sample_rate=layout.sample_rate, progress=True)
-    _note(f"loading {model_dir} ({dtype}, {device}) ...")
     model = FavorModel.from_pretrained(model_dir, dtype=dtype if dtype != torch.float32 else None)
     model.to(device).eval()
     inputs = processor(text=args.question, media=media).to(device)
@@ -285,7 +279,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
         raise UsageError(f"out: {args.out} is not empty; choose another directory or pass --overwrite")
     config = _load_config(args.config) if args.config is not None else None
-    _note(f"converting {args.released} (base LLM {args.llm}) ...")
     out = convert_released_checkpoint(
         args.released,
         llm=args.llm,

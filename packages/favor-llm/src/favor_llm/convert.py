@@ -124,6 +124,13 @@ def load_released_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"released: no such file {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    with path.open("rb") as handle:
+        magic = handle.read(2)
+    if path.suffix != ".safetensors" and not (magic == b"PK" or magic[:1] == b"\x80"):
+        raise ValueError(
+            f"released: {path} is not a readable PyTorch checkpoint (neither torch.save's zip format nor a pickle"
+            f"{'; the file is empty' if not magic else ''})"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -140,6 +147,10 @@ def load_released_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 )  # legacy (non-zip) format
     except Exception as err:  # corrupt, truncated, not a torch file, unsafe pickle: one clear error
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in first_line:
+            first_line = (
+                "it holds Python objects other than tensors; only plain tensor dicts are loaded, for safety"
+            )
         raise ValueError(f"released: {path} is not a readable PyTorch checkpoint ({first_line})") from err
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # LAVIS-style wrapper
