@@ -113,7 +113,9 @@ def test_working_xformers_equals_eager_and_packs_cross_attention(working_xformer
     features = torch.randn(3, 8, 2, 12)
     frame_mask = torch.arange(8)[None, :] < torch.tensor([8, 5, 1])[:, None]
     _models_agree(model, features, frame_mask, "xformers")
-    assert any("BlockDiagonalMask" in c for c in working_xformers)  # cross-attention of partial windows was packed
+    assert any(
+        "BlockDiagonalMask" in c for c in working_xformers
+    )  # cross-attention of partial windows was packed
     assert "Tensor" in working_xformers  # the block-causal module ran with a dense bias
     # with no padding at all, cross-attention needs no bias
     working_xformers.clear()

@@ -66,6 +66,11 @@ def test_non_finite_features_are_detected(model, bad):
         model(features)
 
 
+def test_features_on_another_device(model):
+    with pytest.raises(ValueError, match=r"features: expected a tensor on the model's device cpu, got meta"):
+        model(torch.randn(2, 4, 2, 12, device="meta"))
+
+
 def test_non_finite_check_can_be_switched_off():
     model = tiny_model(check_finite=False)
     features = torch.randn(1, 4, 2, 12)

@@ -8,7 +8,7 @@ from .config import CausalQFormerConfig
 
 
 def validate_inputs(
-    features: object, frame_mask: object, config: CausalQFormerConfig
+    features: object, frame_mask: object, config: CausalQFormerConfig, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
     """Check ``features`` (B, T, N, D) and ``frame_mask`` (B, T) bool; return them and the real frames per video.
 
@@ -40,6 +40,8 @@ def validate_inputs(
             f"features: expected encoder_hidden_size={config.encoder_hidden_size} features (dim 3), got {width} "
             f"(shape {tuple(features.shape)})"
         )
+    if device is not None and features.device != device:
+        raise ValueError(f"features: expected a tensor on the model's device {device}, got {features.device}")
     if frame_mask is None:
         lengths = [frames] * batch
     else:

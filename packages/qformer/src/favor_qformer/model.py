@@ -162,11 +162,11 @@ class CausalQFormer(nn.Module):
             ``window_mask``.
 
         Raises:
-            ValueError: wrong rank, width, tokens per frame, zero frames, a bad ``frame_mask``, or (with
+            ValueError: wrong rank, width, tokens per frame or device, zero frames, a bad ``frame_mask``, or (with
                 ``config.check_finite``) NaN/inf features.
         """
         config = self.config
-        features, frame_mask, lengths = validate_inputs(features, frame_mask, config)
+        features, frame_mask, lengths = validate_inputs(features, frame_mask, config, self.device)
         features = features.to(self.dtype)
         batch = features.shape[0]
         plan = plan_windows(lengths, config.window_size, config.window_stride, device=features.device)
