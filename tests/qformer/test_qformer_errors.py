@@ -234,3 +234,13 @@ def test_import_does_not_pull_transformers_or_xformers():
     code = "import sys, favor_qformer; print('transformers' in sys.modules, 'xformers' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_xformers_attn_bias_pattern():
+    from favor_qformer import block_causal_additive_bias, block_causal_attn_bias
+
+    bias = block_causal_attn_bias(3, 3, "future", batch_size=2, num_heads=4, dtype=torch.float32)
+    assert bias.shape == (2, 4, 9, 9) and bias.stride(-2) % 8 == 0  # rows stored 8-aligned for xformers
+    allowed = block_causal_mask(3, 3, "future")
+    assert torch.equal(bias[1, 3] == 0, allowed) and bool(torch.isneginf(bias[0, 0][~allowed]).all())
+    assert torch.equal(block_causal_additive_bias(3, 3, "past") == 0, block_causal_mask(3, 3, "past"))
