@@ -148,6 +148,19 @@ def main() -> int:
             print(
                 f"{backend:9s} {str(dtype)[6:]:9s} {ran:9s} {err:12.3e} {rel:9.2e} {ms:9.2f} {'' if good else 'FAIL'}"
             )
+    # one bf16 training step with dropout and gradient checkpointing: gradients must be finite and reach every layer
+    train = CausalQFormer(CausalQFormerConfig(attention_backend="auto", gradient_checkpointing=True))
+    train.load_state_dict(base.state_dict())
+    train = train.cuda().to(torch.bfloat16).train()
+    out = train(features, frame_mask)
+    (out.tokens.float().square().mean() + diversity_loss(out.tokens, out.window_mask)).backward()
+    grads = [p.grad for p in train.parameters() if p.requires_grad]
+    finite = all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    print(
+        f"bf16 training step (dropout 0.1, gradient checkpointing): {len(grads)} grads, finite {finite}, peak {peak:.2f} GiB"
+    )
+    ok &= finite
     probe = torch.zeros(1, 1, 8, 8, device="cuda", dtype=torch.bfloat16)
     print(
         "xformers refusal reasons (bf16):", refusal_reasons(AttentionInputs(probe, probe, probe))["xformers"]
