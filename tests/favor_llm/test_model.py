@@ -275,3 +275,28 @@ def test_batch_composition_does_not_change_a_sample(tiny, media, picks):
         with torch.no_grad():
             single = model(**alone).logits[0]
         torch.testing.assert_close(single, logits[i, width - single.shape[0] :], rtol=0, atol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(media):
+    from favor_llm.testing import tiny_model_and_processor
+
+    grads = []
+    for checkpointing in (False, True):
+        model, processor = tiny_model_and_processor(seed=0, lora_dropout=0.0)
+        model.qformer.config.dropout = 0.0  # no dropout anywhere, so both runs compute the same function
+        for m in model.qformer.modules():
+            if isinstance(getattr(m, "dropout", None), float):
+                m.dropout = 0.0
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            assert model.causal_lm.is_activation_checkpointing and model.qformer.config.gradient_checkpointing
+        model.train()
+        inputs = processor(
+            text=["q", "r"],
+            media=[{"video": media["video"], "audio": media["audio"]}, None],
+            answers=["a", "b"],
+        )
+        model(**inputs).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-6, msg=name)

@@ -14,6 +14,7 @@ import math
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
 __all__ = ["AudioEncoder", "audio_steps", "chunk_samples", "num_chunks"]
@@ -79,10 +80,13 @@ class AudioEncoder(nn.Module):
             batch, max_chunks, self.steps_per_chunk, self.hidden_size, dtype=self.dtype
         )  # (B, K, P, Da)
         if flat.shape[0]:
+            starts = range(0, flat.shape[0], chunk_batch_size)
             encoded = torch.cat(
                 [
                     self.encoder(flat[i : i + chunk_batch_size].to(self.dtype)).last_hidden_state
-                    for i in range(0, flat.shape[0], chunk_batch_size)
+                    for i in tqdm(
+                        starts, desc="Encoding audio", unit="batch", disable=len(starts) <= 4, leave=False
+                    )
                 ]
             )  # (sum K, P, Da)
             out[real.to(out.device)] = encoded

@@ -203,6 +203,33 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
                 getattr(self, name).to(torch.float32)
         return self
 
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, **kwargs: Any
+    ) -> None:
+        """Recompute activations in the backward pass of the causal Q-Former and the LLM (the frozen encoders run
+        without gradients anyway). Non-reentrant checkpointing by default, so frozen embeddings need no grads.
+
+        Args:
+            activation_checkpointing_kwargs: passed to ``torch.utils.checkpoint`` through the LLM.
+            **kwargs: passed to the LLM's ``activation_checkpointing_enable`` (e.g. ``every_n_layers``).
+        """
+        ckpt_kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        self.causal_lm.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs, **kwargs)
+        self.qformer.gradient_checkpointing_enable()
+
+    def activation_checkpointing_disable(self) -> None:
+        """Undo `activation_checkpointing_enable`."""
+        self.causal_lm.activation_checkpointing_disable()
+        self.qformer.gradient_checkpointing_disable()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """The transformers v4 name of `activation_checkpointing_enable`."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        """The transformers v4 name of `activation_checkpointing_disable`."""
+        self.activation_checkpointing_disable()
+
     # ------------------------------------------------------------------------------------------- save / load
     def save_pretrained(
         self,

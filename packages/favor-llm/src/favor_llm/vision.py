@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoModel, PretrainedConfig
 
 from .configuration import FavorConfig
@@ -98,7 +99,11 @@ class FrameEncoder(nn.Module):
             ``(F, N, Dv)`` visual tokens.
         """
         outputs = []
-        for start in range(0, pixel_values.shape[0], frame_batch_size):
+        starts = range(0, pixel_values.shape[0], frame_batch_size)
+        # a progress bar for long videos only (more than 4 slices of frames)
+        for start in tqdm(
+            starts, desc="Encoding frames", unit="slice", disable=len(starts) <= 4, leave=False
+        ):
             stop = start + frame_batch_size
             ids = instruction_ids[start:stop] if instruction_ids is not None else None
             mask = instruction_mask[start:stop] if instruction_mask is not None else None
