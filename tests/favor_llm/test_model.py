@@ -300,3 +300,21 @@ def test_gradient_checkpointing_gives_the_same_gradients(media):
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_generation_modes(tiny, media):
+    """Without a cache the media go to every step and greedy decoding is unchanged; beams and sampling expand
+    the media inputs with the batch."""
+    model, processor = tiny
+    inputs = processor(
+        text=["What?", "hi"], media=[{"video": media["video"], "audio": media["audio"]}, media["audio"]]
+    )
+    with torch.no_grad():
+        cached = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        uncached = model.generate(**inputs, max_new_tokens=4, do_sample=False, use_cache=False)
+        beams = model.generate(**inputs, max_new_tokens=4, num_beams=2, do_sample=False)
+        sampled = model.generate(**inputs, max_new_tokens=4, do_sample=True, num_return_sequences=2)
+    assert torch.equal(cached, uncached)
+    assert beams.shape == cached.shape and sampled.shape == (4, cached.shape[1])
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        model(inputs_embeds=torch.zeros(1, 3, 64), pixel_values=inputs["pixel_values"][:1])

@@ -566,6 +566,11 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         div = None
         if input_ids is not None and inputs_embeds is not None:
             raise ValueError("input_ids, inputs_embeds: give one of them, not both")
+        if inputs_embeds is not None and has_media:
+            raise ValueError(
+                "inputs_embeds: media (pixel_values / input_features) need input_ids, whose AV placeholders say where "
+                "the AV tokens go"
+            )
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("input_ids: required (or inputs_embeds)")
