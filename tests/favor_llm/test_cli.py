@@ -210,6 +210,9 @@ def test_convert_then_info_and_generate(released, capsys, tmp_path, saved):
     capsys.readouterr()
     assert main([*argv, "--out", str(out), "--config", str(released / "favor_config.json")]) == 2
     assert "--overwrite" in _one_error_line(capsys, "convert")
+    assert (
+        main([*argv, "--out", str(out), "--config", str(released / "favor_config.json"), "--overwrite"]) == 0
+    )
 
 
 def test_convert_errors(released, capsys, tmp_path):

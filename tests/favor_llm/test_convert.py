@@ -231,3 +231,21 @@ def test_llm_without_config_is_refused(parts, reference_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"has no config\.json"):
         convert_released_checkpoint(released, llm=tmp_path / "empty", out=tmp_path / "o", config=model.config)
+
+
+def test_default_config_is_the_released_one_with_the_llms_text_config(parts, reference_dir, tmp_path):
+    """Without ``config`` the target is the released FAVOR (768-wide Q-Former, Whisper large-v2 projection) around
+    the given LLM, with the LoRA rank read from the checkpoint: the tiny tensors must then fail on shapes only."""
+    model, _, root = parts
+    released = _released_delta(model, reference_dir / REFERENCE_FILES[0])
+    with pytest.raises(ValueError) as info:
+        convert_released_checkpoint(released, llm=root / "frozen" / "text", out=tmp_path / "o")
+    message = str(info.value)
+    assert "audio_projections.0.weight: checkpoint (48, 32) vs model (768, 1280)" in message
+    assert (
+        "language_projection.weight: checkpoint (64, 64) vs model (64, 768)" in message
+    )  # LLM width from llm
+    assert "Q-Former has hidden_size=64 (config: 768), encoder_hidden_size=96 (config: 1536)" in message
+    assert "lora_" not in message  # rank 4 read from the checkpoint
+    assert "unknown released keys" not in message
+    assert "missing" not in message  # the Q-Former's keys are accounted for by its size mismatch

@@ -13,11 +13,12 @@ libraries' warnings). Answers go to stdout; progress bars and notes go to stderr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = parser.parse_args(argv)
-        _quiet_libraries(debug)
-        return int(args.func(args) or 0)
+        with _quiet_libraries(debug):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("favor: interrupted", file=sys.stderr)
         return 130
@@ -165,17 +166,29 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 600 else text[:597] + "..."
 
 
-def _quiet_libraries(debug: bool) -> None:
-    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes."""
+@contextlib.contextmanager
+def _quiet_libraries(debug: bool) -> Iterator[None]:
+    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes (restored after,
+    so calling `main` from Python leaves the caller's settings alone)."""
     if debug:
+        yield
         return
-    import transformers
+    from transformers.utils import logging as hf_logging
 
-    transformers.utils.logging.set_verbosity_error()
-    logging.getLogger("xformers").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+    verbosity = hf_logging.get_verbosity()
+    xformers_logger = logging.getLogger("xformers")
+    xformers_level = xformers_logger.level
+    hf_logging.set_verbosity_error()
+    xformers_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        xformers_logger.setLevel(xformers_level)
 
 
 # ----------------------------------------------------------------------------------------------- generate

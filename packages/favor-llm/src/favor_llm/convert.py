@@ -231,11 +231,13 @@ def convert_released_state_dict(
         )
 
     qformer_config = _released_qformer_config(config)
+    qformer_failed = not qformer_part
     if qformer_part:
         try:
             qformer = CausalQFormer.from_favor_official(qformer_part, qformer_config)
         except ValueError as err:
-            problems.append(f"Q-Former: {err}")
+            problems.append(f"Q-Former: {_qformer_mismatch(qformer_part, qformer_config, err)}")
+            qformer_failed = True
         else:
             for key, value in qformer.state_dict().items():
                 out[f"qformer.{key}"] = value
@@ -245,7 +247,10 @@ def convert_released_state_dict(
         problems.append("no Q-Former tensors (video_Qformer.*, video_query_tokens, ln_video.*, ...)")
 
     expected = _expected_trainable(config)
-    missing = sorted(k for k in expected if k not in out)
+    # When the Q-Former part failed, its keys are reported above rather than as missing.
+    missing = sorted(
+        k for k in expected if k not in out and not (qformer_failed and k.startswith("qformer."))
+    )
     extra = sorted(k for k in out if k not in expected)
     if missing:
         problems.append(f"missing (the model needs them, the checkpoint lacks them) {_short(missing)}")
@@ -264,6 +269,35 @@ def convert_released_state_dict(
     if problems:
         raise ValueError("released checkpoint does not fit the FavorConfig: " + "; ".join(problems))
     return {k: v.detach().to(torch.float32).contiguous() for k, v in out.items()}, report
+
+
+def _qformer_mismatch(part: dict[str, torch.Tensor], config: Any, err: ValueError) -> str:
+    """A short account of why the released Q-Former tensors do not fit ``config``: the sizes they imply against the
+    config's, when they can be read from the tensors (else the loader's own, complete message)."""
+    from favor_qformer import CausalQFormer
+
+    try:
+        # One head divides any width; head counts do not change tensor shapes, so sizes are all this reads.
+        found = CausalQFormer.from_favor_official(part, num_heads=1, causal_num_heads=1).config
+    except ValueError:
+        return str(err)
+    fields = (
+        "hidden_size",
+        "encoder_hidden_size",
+        "num_queries",
+        "num_layers",
+        "intermediate_size",
+        "max_position_embeddings",
+        "causal",
+    )
+    diffs = [
+        f"{f}={getattr(found, f)} (config: {getattr(config, f)})"
+        for f in fields
+        if getattr(found, f) != getattr(config, f)
+    ]
+    if not diffs:
+        return str(err)
+    return "the checkpoint's Q-Former has " + ", ".join(diffs)
 
 
 # -------------------------------------------------------------------------------------------- the whole job
