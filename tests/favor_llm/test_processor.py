@@ -176,3 +176,15 @@ def test_long_questions_are_truncated_for_the_vision_qformer(tiny, media):
     assert inputs["qformer_input_ids"].shape[1] == model.config.vision_qformer_config.max_position_embeddings
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()
+
+
+def test_collate_is_the_processor_on_a_list_of_examples(tiny, media):
+    _, processor = tiny
+    examples = [{"text": "q?", "media": media["video"], "answer": "red"}, {"text": "r", "answer": "blue"}]
+    a = processor.collate(examples)
+    b = processor(text=["q?", "r"], media=[media["video"], None], answers=["red", "blue"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="answer"):
+        processor.collate([{"text": "q", "answer": "x"}, {"text": "r"}])
+    with pytest.raises(ValueError, match="examples"):
+        processor.collate([])

@@ -387,6 +387,25 @@ class FavorProcessor:
             return BatchFeature(data)
         return BatchFeature(data, tensor_type="pt")
 
+    def collate(self, examples: list[dict[str, Any]]) -> BatchFeature:
+        """A data collator: ``[{"text": q, "media": m, "answer": a}, ...]`` -> one training batch (``labels`` when
+        every example has an answer). Use it as ``DataLoader(dataset, collate_fn=processor.collate)``."""
+        if not examples:
+            raise ValueError("examples: the batch is empty")
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, dict) or "text" not in ex:
+                raise ValueError(
+                    f"examples[{i}]: expected a dict with 'text' (and 'media', 'answer'), got {ex!r}"
+                )
+        answers = [ex.get("answer") for ex in examples]
+        if any(a is None for a in answers) and not all(a is None for a in answers):
+            raise ValueError("examples: give an 'answer' in every example or in none")
+        return self(
+            text=[ex["text"] for ex in examples],
+            media=[ex.get("media") for ex in examples],
+            answers=None if answers[0] is None else answers,
+        )
+
     def _media_features(self, prepared: list[PreparedMedia | None]) -> dict[str, torch.Tensor]:
         batch = len(prepared)
         out: dict[str, torch.Tensor] = {}
