@@ -134,6 +134,8 @@ def test_info_of_a_checkpoint(saved, capsys):
     assert "checkpoint      delta" in out
     # tiny: 2 fps, windows of 4 frames, 4 queries -> 30 windows x 4 = 120 AV tokens per minute
     assert "AV tokens       120 per minute of video (30 windows x 4 queries)" in out
+    assert main(["info", str(saved["model"] / "config.json")]) == 0  # a config file alone: same summary
+    assert f"{trainable:,} trainable" in capsys.readouterr().out
 
 
 def test_info_released_json(capsys):
