@@ -1,0 +1,38 @@
+"""FavorModel under transformers' Trainer, with `FavorProcessor.collate` as the data collator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+
+
+def test_trainer_steps(fresh_tiny, media, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model, processor = fresh_tiny
+    data = [
+        {"text": "What?", "media": {"video": media["video"], "audio": media["short_audio"]}, "answer": "red"},
+        {"text": "What do you hear?", "media": media["short_audio"], "answer": "a tone"},
+    ] * 2
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-3,
+        report_to=[],
+        remove_unused_columns=False,
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+    )
+    result = Trainer(model=model, args=args, train_dataset=data, data_collator=processor.collate).train()
+    assert math.isfinite(result.training_loss)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen.items())
+    assert any(not torch.equal(params[n], v) for n, v in trained.items())
