@@ -318,3 +318,19 @@ def test_generation_modes(tiny, media):
     assert beams.shape == cached.shape and sampled.shape == (4, cached.shape[1])
     with pytest.raises(ValueError, match="inputs_embeds"):
         model(inputs_embeds=torch.zeros(1, 3, 64), pixel_values=inputs["pixel_values"][:1])
+
+
+def test_placeholder_id_outside_the_llm_vocabulary(fresh_tiny, media):
+    """Like <AV> appended to Vicuna's 32000-token vocabulary: the placeholder is never embedded, so its id may lie
+    past the LLM's embedding matrix (no resize needed) and the outputs are the same."""
+    model, processor = fresh_tiny
+    inputs = processor(text=["What?", "hi"], media=[media["video"], None], answers=["red", "x"])
+    with torch.no_grad():
+        ref = model(**inputs)
+    outside = model.get_input_embeddings().num_embeddings + 5
+    ids = inputs["input_ids"].masked_fill(inputs["input_ids"] == processor.av_token_id, outside)
+    model.config.av_token_id = outside
+    with torch.no_grad():
+        out = model(**{**inputs, "input_ids": ids})
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=0, atol=0)
