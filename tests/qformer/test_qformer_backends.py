@@ -138,6 +138,9 @@ def test_xformers_present_but_failing_falls_back_once(caplog):
     with caplog.at_level(logging.WARNING, logger="favor_qformer"):
         for _ in range(3):
             assert select_backend("xformers", inputs).name == "sdpa"
+        # Another dtype falls back too, for its own reason, without a second warning.
+        doubles = AttentionInputs(*(t.double() for t in (inputs.query, inputs.key, inputs.value)))
+        assert select_backend("xformers", doubles).name == "sdpa"
     lines = [r for r in caplog.records if r.name == "favor_qformer"]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert "xformers unavailable, using sdpa" in lines[0].getMessage()
@@ -214,3 +217,27 @@ def test_half_precision_runs_close_to_float32():
         got = model.to(torch.bfloat16)(features).tokens
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=0, atol=0.1)
+
+
+def test_refusal_names_the_torch_xformers_was_built_for(monkeypatch):
+    """A GPU whose torch differs from xformers' build: the reason says which torch each side has."""
+    import sys
+    import types
+
+    build_info = types.SimpleNamespace(metadata={"version": {"torch": "2.10.0+cu128", "python": "3.10.19"}})
+    fake_cpp = types.ModuleType("xformers._cpp_lib")
+    fake_cpp._cpp_library_load_exception = RuntimeError(build_info)
+    fake_xformers = types.ModuleType("xformers")
+    fake_xformers._cpp_lib = fake_cpp
+    monkeypatch.setitem(sys.modules, "xformers", fake_xformers)
+    monkeypatch.setitem(sys.modules, "xformers._cpp_lib", fake_cpp)
+
+    def broken(q, k, v, attn_bias=None, p=0.0):
+        raise NotImplementedError("No operator found for `memory_efficient_attention_forward`")
+
+    monkeypatch.setattr(xformers_backend, "_load_xformers", lambda: (broken, object))
+    xformers_backend._PROBES.clear()
+    failure = xformers_backend.xformers_failure(torch.device("cpu"), torch.bfloat16)
+    xformers_backend._PROBES.clear()
+    assert "NotImplementedError" in failure
+    assert "built for torch 2.10.0+cu128" in failure and f"running torch {torch.__version__}" in failure

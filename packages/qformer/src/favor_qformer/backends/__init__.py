@@ -6,8 +6,8 @@
 | ``sdpa`` | ``torch.nn.functional.scaled_dot_product_attention`` | otherwise (always on CPU) |
 | ``eager`` | the plain reference math | only when asked for, or when both above refuse |
 
-Asking for ``"xformers"`` when its kernels cannot run falls back to SDPA with one log line (logged once per
-reason, logger ``"favor_qformer"``); asking for ``"eager"`` or ``"sdpa"`` on inputs they refuse raises a
+Asking for ``"xformers"`` when its kernels cannot run falls back to SDPA with one log line (a warning the
+first time in a process, debug lines after that; logger ``"favor_qformer"``); asking for ``"eager"`` or ``"sdpa"`` on inputs they refuse raises a
 ``ValueError`` listing the reasons.
 """
 
@@ -46,9 +46,10 @@ _LOGGED: set[str] = set()
 
 
 def _log_once(message: str) -> None:
+    """The first fallback of the process is a warning; later ones (another device or dtype) only debug lines."""
     if message not in _LOGGED:
+        logger.log(logging.DEBUG if _LOGGED else logging.WARNING, message)
         _LOGGED.add(message)
-        logger.warning(message)
 
 
 def refusal_reasons(inputs: AttentionInputs, names: tuple[str, ...] = AUTO_ORDER) -> dict[str, list[str]]:

@@ -49,11 +49,38 @@ def xformers_failure(device: torch.device, dtype: torch.dtype) -> str | None:
             Exception
         ) as error:  # NotImplementedError (no kernel), RuntimeError (extension not loaded), ...
             text = str(error).strip().splitlines()
+            cause = f"{type(error).__name__}: {text[0] if text else ''}"
+            mismatch = _extension_mismatch()
+            cause = f"{cause}; {mismatch}" if mismatch else cause
             _PROBES[key] = (
-                f"xformers kernels do not run on {device.type}/{str(dtype).removeprefix('torch.')} "
-                f"({type(error).__name__}: {text[0] if text else ''})"
+                f"xformers kernels do not run on {device.type}/{str(dtype).removeprefix('torch.')} ({cause})"
             )
     return _PROBES[key]
+
+
+def _extension_mismatch() -> str | None:
+    """Why xformers' compiled extension did not load, when it says so (built for another torch or Python).
+
+    xformers records the failed load in a private attribute; reading it is best-effort, and ``None`` means we
+    could not tell (the probe's own error is reported instead).
+    """
+    try:
+        from xformers import _cpp_lib
+
+        error = getattr(_cpp_lib, "_cpp_library_load_exception", None)
+        version = error.args[0].metadata["version"]  # type: ignore[union-attr]
+    except Exception:
+        return None
+    return (
+        f"its C++/CUDA extension did not load: built for torch {version.get('torch')} and Python "
+        f"{version.get('python')}, running torch {torch.__version__} and Python {_python_version()}"
+    )
+
+
+def _python_version() -> str:
+    import platform
+
+    return platform.python_version()
 
 
 def reset_probe_cache() -> None:
