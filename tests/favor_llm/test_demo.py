@@ -46,3 +46,9 @@ def test_demo_command_and_bad_steps(tmp_path, capsys):
     assert "Traceback" not in err and err.strip().startswith("favor demo: error: argument --steps")
     with pytest.raises(ValueError, match="steps: expected an int >= 1"):
         run_demo(steps=0)
+
+
+def test_demo_without_out_leaves_nothing_behind():
+    result = run_demo(steps=1, echo=lambda line: None, progress=False)
+    assert result.saved is None and result.clip is not None
+    assert not result.clip.parent.exists()  # the scratch directory with the clip is gone

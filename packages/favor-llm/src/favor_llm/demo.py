@@ -39,7 +39,7 @@ class DemoResult:
         frames, windows, av_tokens: frames of the decoded clip, Q-Former windows, AV tokens given to the LLM.
         trainable, frozen: parameter counts.
         seconds: wall-clock time of the whole demo.
-        clip: path of the clip that was written.
+        clip: path of the clip that was written (deleted when the demo ends unless ``out`` was given).
         saved: where the trained model was saved (``out``), or None.
     """
 
@@ -82,11 +82,6 @@ def run_demo(
     Returns:
         The `DemoResult`.
     """
-    from favor_avsync import load_media
-    from favor_avsync.testing import make_test_clip
-
-    from .testing import tiny_model_and_processor
-
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
     if not lr > 0:
@@ -95,16 +90,22 @@ def run_demo(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(
-            steps, seed, out, lr, echo, progress, load_media, make_test_clip, tiny_model_and_processor
-        )
+        if out is not None:
+            return _run(steps, seed, Path(out), True, lr, echo, progress)
+        with tempfile.TemporaryDirectory(prefix="favor-demo-") as scratch:  # the clip goes when the demo ends
+            return _run(steps, seed, Path(scratch), False, lr, echo, progress)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(
-    steps, seed, out, lr, echo, progress, load_media, make_test_clip, tiny_model_and_processor
+    steps: int, seed: int, workdir: Path, keep: bool, lr: float, echo: Callable[[str], None], progress: bool
 ) -> DemoResult:
+    from favor_avsync import load_media
+    from favor_avsync.testing import make_test_clip
+
+    from .testing import tiny_model_and_processor
+
     start = time.perf_counter()
     result = DemoResult()
     echo("FAVOR demo: a TINY model with RANDOM weights, built offline (no downloads).")
@@ -118,7 +119,6 @@ def _run(
         f"({time.perf_counter() - start:.1f} s)"
     )
 
-    workdir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="favor-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     clip_path = workdir / "clip.mp4"
     make_test_clip(
@@ -167,7 +167,7 @@ def _run(
     echo(f"      A: {result.answer}")
     if result.answer == DEMO_ANSWER:
         echo("      (the answer it was trained on: memorised, as a tiny random model can)")
-    if out is not None:
+    if keep:
         model.save_frozen_components(workdir / "frozen")
         model.save_pretrained(workdir)
         processor.save_pretrained(workdir)
