@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from transformers import (
+    AutoModel,
+    AutoProcessor,
+    BlipImageProcessorPil,
+    ProcessorMixin,
+    WhisperFeatureExtractor,
+)
 
-from favor_llm import FavorProcessor
+from favor_llm import AVLayout, FavorModel, FavorProcessor
+from favor_llm.testing import tiny_model_and_processor, tiny_tokenizer
 
 
 def _av(processor, ids):
@@ -141,12 +151,169 @@ def test_save_and_load(tiny, media, tmp_path):
         "media": [{"video": media["video"], "audio": media["audio"]}, None],
         "answers": ["a", "b"],
     }
-    a, b = processor(**args), loaded(**args)
+    _assert_same_outputs(processor(**args), loaded(**args))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"processor_config\.json"):
+        FavorProcessor.from_pretrained(tmp_path / "empty")
+    with pytest.raises(ValueError, match="does not exist"):
+        FavorProcessor.from_pretrained(tmp_path / "missing")
+
+
+def _assert_same_outputs(a, b):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    with pytest.raises(ValueError, match="favor_processor_config"):
-        FavorProcessor.from_pretrained(tmp_path / "image_processor")
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    """A real 3 s mp4 (frames changing colour, a tone) written with PyAV."""
+    from favor_avsync.testing import make_test_clip
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    make_test_clip(path, duration=3.0, fps=10.0, size=(40, 32), tone_at=1.0)
+    return path
+
+
+def test_is_a_processor_mixin_and_auto_processor_loads_it(tiny, clip_path, tmp_path):
+    _, processor = tiny
+    assert isinstance(processor, ProcessorMixin)
+    assert FavorProcessor.get_attributes() == ["tokenizer", "image_processor", "feature_extractor"]
+    assert processor.feature_extractor is processor.feature_extractors[0]
+    processor.save_pretrained(tmp_path)
+    # transformers' layout: tokenizer at the top, sub-processors nested in processor_config.json, the second
+    # tokenizer in its own folder; nothing of the earlier layout
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["processor_class"] == "FavorProcessor"
+    assert saved["image_processor"]["image_processor_type"] == "BlipImageProcessor"
+    assert saved["feature_extractor"]["feature_extractor_type"] == "WhisperFeatureExtractor"
+    assert saved["extra_feature_extractors"] == [] and saved["has_qformer_tokenizer"]
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["processor_class"] == "FavorProcessor"
+    assert (tmp_path / "qformer_tokenizer" / "tokenizer.json").is_file()
+    assert (
+        not (tmp_path / "favor_processor_config.json").exists()
+        and not (tmp_path / "image_processor").exists()
+    )
+
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is FavorProcessor
+    assert type(loaded.image_processor) is type(processor.image_processor)
+    assert loaded.layout == processor.layout and loaded.av_token_id == processor.av_token_id
+    assert loaded.qformer_max_length == processor.qformer_max_length
+    assert loaded.qformer_tokenizer is not None
+    args = {"text": ["What happens?", "Hello?"], "media": [str(clip_path), None], "answers": ["red", "hi"]}
+    a, b = processor(**args), loaded(**args)
+    assert {"input_ids", "labels", "pixel_values", "input_features", "qformer_input_ids"} <= a.keys()
+    assert a["pixel_values"].shape[1] == 6 and a["audio_lengths"].tolist() == [3 * 16000, 0]
+    _assert_same_outputs(a, b)
+    # the decoding side too
+    assert loaded.batch_decode(a["input_ids"]) == processor.batch_decode(a["input_ids"])
+    # __init__ arguments given to from_pretrained override the saved ones
+    assert FavorProcessor.from_pretrained(tmp_path, qformer_max_length=16).qformer_max_length == 16
+
+
+def _two_encoder_processor(chat_template=None):
+    """A processor with two audio feature extractors of different settings and no Q-Former tokenizer."""
+    layout = AVLayout(
+        audio_feature_rates=[50.0, 50.0], window_size=4, window_stride=4, num_queries=4, image_repeat=8
+    )
+    extractors = [
+        WhisperFeatureExtractor(feature_size=80, chunk_length=5),
+        WhisperFeatureExtractor(feature_size=64, chunk_length=3),
+    ]
+    image_processor = BlipImageProcessorPil(size={"height": 32, "width": 32})
+    return FavorProcessor(
+        tiny_tokenizer(),
+        image_processor,
+        extractors,
+        layout=layout,
+        prompt_template="Q: {media} {question} A:",
+        chat_template=chat_template,
+    )
+
+
+def test_every_feature_extractor_and_the_chat_template_survive_the_round_trip(media, tmp_path):
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    processor = _two_encoder_processor(chat_template=template)
+    processor.save_pretrained(tmp_path)
+    assert not (tmp_path / "qformer_tokenizer").exists()
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, FavorProcessor) and loaded.qformer_tokenizer is None
+    assert [fe.to_dict() for fe in loaded.feature_extractors] == [
+        fe.to_dict() for fe in processor.feature_extractors
+    ]
+    assert loaded.prompt_template == "Q: {media} {question} A:" and loaded.chat_template == template
+    args = {"text": ["a", "b"], "media": [{"video": media["video"], "audio": media["audio"]}, None]}
+    a, b = processor(**args), loaded(**args)
+    # 7 s of audio: two 5 s windows of 80 mels for the first encoder, three 3 s windows of 64 for the second
+    assert tuple(a["input_features"].shape[1:3]) == (2, 80) and tuple(a["input_features_1"].shape[1:3]) == (
+        3,
+        64,
+    )
+    _assert_same_outputs(a, b)
+    messages = [{"role": "user", "content": "hi"}]
+    assert loaded.apply_chat_template(messages, tokenize=False) == "user: hi\n"
+
+
+def test_the_earlier_directory_layout_still_loads(tiny, media, tmp_path):
+    """``favor_processor_config.json`` + ``image_processor/`` + ``feature_extractor_<k>/`` (before ProcessorMixin)."""
+    _, processor = tiny
+    processor.tokenizer.save_pretrained(tmp_path)
+    processor.image_processor.save_pretrained(tmp_path / "image_processor")
+    processor.feature_extractors[0].save_pretrained(tmp_path / "feature_extractor_0")
+    processor.qformer_tokenizer.save_pretrained(tmp_path / "qformer_tokenizer")
+    settings = {
+        "layout": processor.layout.to_dict(),
+        "av_token": processor.av_token,
+        "prompt_template": processor.prompt_template,
+        "text_only_template": processor.text_only_template,
+        "image_processor_class": type(processor.image_processor).__name__,
+        "num_feature_extractors": 1,
+        "has_qformer_tokenizer": True,
+        "qformer_max_length": processor.qformer_max_length,
+    }
+    (tmp_path / "favor_processor_config.json").write_text(json.dumps(settings))
+    loaded = FavorProcessor.from_pretrained(tmp_path)
+    args = {"text": "q?", "media": {"video": media["video"], "audio": media["audio"]}, "answers": "a"}
+    _assert_same_outputs(processor(**args), loaded(**args))
+
+
+def test_a_hub_repo_id_loads_from_the_hub_cache(tiny, media, tmp_path, monkeypatch):
+    """A repo id goes through transformers' Hub machinery: here a Hub cache laid out as huggingface_hub does
+    (offline, so nothing is downloaded), holding the model's config.json as a FAVOR repo does."""
+    model, processor = tiny
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--favor--tiny"
+    processor.save_pretrained(repo / "snapshots" / commit)
+    model.config.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = AutoProcessor.from_pretrained("favor/tiny", cache_dir=tmp_path / "cache")
+    assert isinstance(loaded, FavorProcessor) and loaded.qformer_tokenizer is not None
+    args = {"text": "q?", "media": {"video": media["video"], "audio": media["audio"]}, "answers": "a"}
+    _assert_same_outputs(processor(**args), loaded(**args))
+
+
+def test_a_saved_model_directory_loads_with_the_auto_classes(media, tmp_path):
+    """Model (delta checkpoint) and processor in one directory: AutoModel + AutoProcessor generate the same."""
+    model, processor = tiny_model_and_processor(seed=5)
+    model.save_frozen_components(tmp_path / "frozen")
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    auto_model = AutoModel.from_pretrained(tmp_path / "model").eval()
+    auto_processor = AutoProcessor.from_pretrained(tmp_path / "model")
+    assert isinstance(auto_model, FavorModel) and isinstance(auto_processor, FavorProcessor)
+    question, item = ["What happens?", "Sound?"], [{"video": media["video"], "audio": media["audio"]}, None]
+    inputs, auto_inputs = processor(text=question, media=item), auto_processor(text=question, media=item)
+    _assert_same_outputs(inputs, auto_inputs)
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        auto_generated = auto_model.generate(**auto_inputs, max_new_tokens=5, do_sample=False)
+    assert torch.equal(generated, auto_generated)
+    assert auto_processor.decode_answers(auto_generated, auto_inputs) == processor.decode_answers(
+        generated, inputs
+    )
 
 
 @given(frames=st.integers(0, 13), audio_tenths=st.integers(0, 80), image=st.booleans())

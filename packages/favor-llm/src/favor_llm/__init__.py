@@ -3,11 +3,12 @@
 - `FavorConfig` / `FavorModel`: frozen vision + audio encoders, the temporal synchroniser (`favor_avsync`), the
   causal Q-Former (`favor_qformer`), a linear projection and a causal LM with LoRA; ``AutoConfig`` /
   ``AutoModel`` know ``model_type="favor"``.
-- `FavorProcessor`: questions + media (paths, bytes, `favor_avsync.MediaClip`, arrays) -> model inputs.
+- `FavorProcessor` (a `transformers.ProcessorMixin`): questions + media (paths, bytes, `favor_avsync.MediaClip`,
+  arrays) -> model inputs; ``AutoProcessor`` knows it for ``model_type="favor"``.
 - `favor_llm.testing.tiny_model_and_processor`: a complete tiny FAVOR built offline.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
 
 from .configuration import FavorConfig
 from .layout import AVLayout, av_tokens_per_minute, num_windows
@@ -18,6 +19,7 @@ from .stats import describe, parameter_counts
 AutoConfig.register("favor", FavorConfig, exist_ok=True)
 AutoModel.register(FavorConfig, FavorModel, exist_ok=True)
 AutoModelForCausalLM.register(FavorConfig, FavorModel, exist_ok=True)
+AutoProcessor.register(FavorConfig, FavorProcessor, exist_ok=True)
 
 __all__ = [
     "AVLayout",

@@ -15,11 +15,28 @@ Media items: a path or ``bytes`` (decoded with `favor_avsync.load_media`), a `fa
 ``{"video": frames, "audio": waveform, "image": image, "sample_rate": sr}`` of arrays, a bare array (1-D: a
 waveform; 3-D: an image ``(H, W, 3)`` or ``(3, H, W)``; 4-D: frames ``(T, H, W, 3)`` or ``(T, 3, H, W)``, taken
 at ``fps``), or ``None`` (text only).
+
+Saving and loading go through `transformers.ProcessorMixin` (so ``AutoProcessor.from_pretrained`` finds the
+processor from a local directory or a Hub repo id, and ``push_to_hub`` works)::
+
+    dir/tokenizer.json, tokenizer_config.json   the LLM tokenizer (standard attribute ``tokenizer``)
+    dir/processor_config.json                   ``image_processor`` and ``feature_extractor`` (standard attributes,
+                                                nested as transformers does), ``extra_feature_extractors`` (one per
+                                                further audio encoder), ``layout``, the placeholder, the templates
+    dir/qformer_tokenizer/                      InstructBLIP's Q-Former tokenizer, when there is one (the subfolder
+                                                transformers uses for a second tokenizer, as InstructBLIP's processor)
+    dir/chat_template.jinja                     an optional chat template
+
+ProcessorMixin's attributes are fixed per class and required, so the optional Q-Former tokenizer and the audio
+feature extractors after the first are saved and loaded explicitly here (see `FavorProcessor.save_pretrained`).
+Directories written by the earlier layout (``favor_processor_config.json``, ``image_processor/``,
+``feature_extractor_<k>/``) still load.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +44,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from .configuration import RELEASED_PROMPT_TEMPLATE, RELEASED_TEXT_ONLY_TEMPLATE, FavorConfig
 from .layout import AVLayout
 
 __all__ = ["FavorProcessor", "PreparedMedia"]
 
-PROCESSOR_CONFIG_NAME = "favor_processor_config.json"
+#: The file of the earlier (pre-ProcessorMixin) layout; such directories still load.
+LEGACY_PROCESSOR_CONFIG_NAME = "favor_processor_config.json"
+#: transformers' processor file (``transformers.utils.PROCESSOR_NAME``).
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+QFORMER_TOKENIZER_DIR = "qformer_tokenizer"
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -55,41 +76,62 @@ class PreparedMedia:
     duration: float
 
 
-class FavorProcessor:
-    """Turns questions (and answers) with media into `FavorModel` inputs.
+class FavorProcessor(ProcessorMixin):
+    """Turns questions (and answers) with media into `FavorModel` inputs; a `transformers.ProcessorMixin`.
 
     Args:
         tokenizer: the LLM tokenizer; must know ``av_token`` (added as a special token if missing) and have a pad
             token (EOS is used when it has none, as released).
         image_processor: a transformers image processor (resize + normalise), applied to every frame.
         feature_extractors: one Whisper feature extractor per audio encoder (its ``n_samples`` is the encoder's
-            window; longer audio is split into consecutive windows).
-        layout: frame / window / token settings (`AVLayout.from_config(model.config)`).
+            window; longer audio is split into consecutive windows); a single one for a single encoder. The first
+            is also ``processor.feature_extractor``.
+        layout: frame / window / token settings (`AVLayout.from_config(model.config)`; a dict of its fields is
+            accepted too, as read from ``processor_config.json``).
         qformer_tokenizer: tokenizer of InstructBLIP's Q-Former for the instruction input (optional).
         av_token: the placeholder token (see `FavorConfig`).
         prompt_template: the prompt around a question with media.
         text_only_template: the prompt around a question without media.
         qformer_max_length: instruction tokens kept for the Q-Former (its text position embeddings; BERT: 512).
+        chat_template: an optional Jinja chat template (saved as ``chat_template.jinja``, used by
+            ``apply_chat_template``); the FAVOR prompt itself comes from ``prompt_template``.
     """
+
+    #: The sub-processors `ProcessorMixin` saves and loads itself (see `get_attributes`).
+    _STANDARD_ATTRIBUTES = ("tokenizer", "image_processor", "feature_extractor")
 
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any,
         feature_extractors: Any,
-        layout: AVLayout | None = None,
+        layout: AVLayout | dict | None = None,
         qformer_tokenizer: PreTrainedTokenizerBase | None = None,
         av_token: str = "<AV>",
         prompt_template: str = RELEASED_PROMPT_TEMPLATE,
         text_only_template: str = RELEASED_TEXT_ONLY_TEMPLATE,
         qformer_max_length: int = 512,
+        chat_template: str | dict[str, str] | None = None,
     ) -> None:
-        self.tokenizer = tokenizer
-        self.qformer_max_length = int(qformer_max_length)
-        self.image_processor = image_processor
         if not isinstance(feature_extractors, (list, tuple)):
             feature_extractors = [feature_extractors]
-        self.feature_extractors = list(feature_extractors)
+        feature_extractors = list(feature_extractors)
+        if not feature_extractors:
+            raise ValueError("feature_extractors: expected at least one audio feature extractor, got none")
+        if isinstance(layout, dict):
+            layout = AVLayout(**layout)
+        if layout is not None and not isinstance(layout, AVLayout):
+            raise ValueError(
+                f"layout: expected an AVLayout or a dict of its fields, got {type(layout).__name__}"
+            )
+        if qformer_tokenizer is not None and not isinstance(qformer_tokenizer, PreTrainedTokenizerBase):
+            raise ValueError(
+                f"qformer_tokenizer: expected a transformers tokenizer or None, got {type(qformer_tokenizer).__name__}"
+            )
+        # ProcessorMixin checks the classes of the standard sub-processors and sets them as attributes.
+        super().__init__(tokenizer, image_processor, feature_extractors[0], chat_template=chat_template)
+        self.qformer_max_length = int(qformer_max_length)
+        self.feature_extractors = feature_extractors
         self.layout = layout or AVLayout()
         self.qformer_tokenizer = qformer_tokenizer
         self.av_token = av_token
@@ -115,6 +157,45 @@ class FavorProcessor:
                     f"feature_extractors: sampling_rate {fe.sampling_rate} differs from the layout's "
                     f"{self.layout.sample_rate}"
                 )
+
+    @property
+    def feature_extractor(self) -> Any:
+        """The first audio feature extractor (ProcessorMixin's standard attribute); all are `feature_extractors`."""
+        return self.feature_extractors[0]
+
+    @feature_extractor.setter
+    def feature_extractor(self, value: Any) -> None:
+        extractors = self.__dict__.get("feature_extractors")
+        if extractors:
+            extractors[0] = value
+        else:
+            self.__dict__["feature_extractors"] = [value]
+
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        """The standard sub-processors: ``tokenizer``, ``image_processor``, ``feature_extractor`` (the first audio
+        one). ProcessorMixin would infer attributes from every ``__init__`` argument whose name holds "tokenizer" or
+        "feature_extractor"; the optional ``qformer_tokenizer`` and the list ``feature_extractors`` are handled
+        explicitly instead (`save_pretrained`, `_get_arguments_from_pretrained`)."""
+        return list(cls._STANDARD_ATTRIBUTES)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """The keys `__call__` can return (all of them are `FavorModel.forward` arguments)."""
+        names = [
+            "input_ids",
+            "attention_mask",
+            "pixel_values",
+            "pixel_lengths",
+            "frame_lengths",
+            "audio_lengths",
+        ]
+        names += [
+            "input_features" if k == 0 else f"input_features_{k}" for k in range(len(self.feature_extractors))
+        ]
+        if self.qformer_tokenizer is not None:
+            names += ["qformer_input_ids", "qformer_attention_mask"]
+        return names
 
     @classmethod
     def from_config(
@@ -469,42 +550,117 @@ class FavorProcessor:
         return [s.strip() for s in self.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)]
 
     # -------------------------------------------------------------------------------------------- save / load
-    def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write the tokenizer (top level), ``image_processor/``, ``feature_extractor_<k>/``, ``qformer_tokenizer/``
-        and ``favor_processor_config.json``."""
-        root = Path(save_directory)
-        root.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(root)
-        self.image_processor.save_pretrained(root / "image_processor")
-        for k, fe in enumerate(self.feature_extractors):
-            fe.save_pretrained(root / f"feature_extractor_{k}")
-        if self.qformer_tokenizer is not None:
-            self.qformer_tokenizer.save_pretrained(root / "qformer_tokenizer")
-        settings = {
+    def to_dict(self) -> dict[str, Any]:
+        """The contents of ``processor_config.json``: the image processor and the feature extractors as nested
+        dicts (transformers' layout for ``image_processor`` / ``feature_extractor``), the layout, placeholder,
+        templates and which optional parts exist. Tokenizers and the chat template live in their own files."""
+        out: dict[str, Any] = {
+            "processor_class": type(self).__name__,
+            "image_processor": self.image_processor.to_dict(),
+            # The exact class: AutoImageProcessor picks a PIL or torchvision backend by what is installed.
+            "image_processor_class": type(self.image_processor).__name__,
+            "feature_extractor": self.feature_extractors[0].to_dict(),
+            "extra_feature_extractors": [fe.to_dict() for fe in self.feature_extractors[1:]],
+            "has_qformer_tokenizer": self.qformer_tokenizer is not None,
             "layout": self.layout.to_dict(),
             "av_token": self.av_token,
             "prompt_template": self.prompt_template,
             "text_only_template": self.text_only_template,
-            "image_processor_class": type(self.image_processor).__name__,
-            "num_feature_extractors": len(self.feature_extractors),
-            "has_qformer_tokenizer": self.qformer_tokenizer is not None,
             "qformer_max_length": self.qformer_max_length,
         }
-        (root / PROCESSOR_CONFIG_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        if "auto_map" in self.__dict__:
+            out["auto_map"] = self.__dict__["auto_map"]
+        return json.loads(json.dumps(out, default=_json_default))
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
+    ) -> list[str]:
+        """Write the processor so that ``FavorProcessor.from_pretrained`` / ``AutoProcessor.from_pretrained`` load it.
+
+        `ProcessorMixin.save_pretrained` writes the tokenizer (top level), ``processor_config.json`` (`to_dict`)
+        and the chat template; the Q-Former tokenizer, when there is one, goes to ``qformer_tokenizer/``.
+        ``push_to_hub=True`` then uploads the directory (``repo_id``, ``commit_message``, ``token``, ... as in
+        `transformers.utils.PushToHubMixin.push_to_hub`).
+
+        Returns:
+            the paths of the files written (``processor_config.json`` first).
+        """
+        root = Path(save_directory)
+        files = list(super().save_pretrained(str(root)))
+        if self.qformer_tokenizer is not None:
+            self.qformer_tokenizer.save_pretrained(str(root / QFORMER_TOKENIZER_DIR))
+        if push_to_hub:
+            repo_id = kwargs.pop("repo_id", root.name)
+            kwargs.pop("max_shard_size", None)
+            self.push_to_hub(repo_id, **kwargs)
+        return files
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> FavorProcessor:
-        """Load what `save_pretrained` wrote (a local directory)."""
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> FavorProcessor:
+        """Load a processor from a local directory or a Hub repo id (``revision``, ``token``, ``cache_dir``,
+        ``local_files_only``, ``subfolder`` as in transformers); ``kwargs`` that are ``__init__`` arguments (e.g.
+        ``qformer_max_length``) override the saved values. Directories of the earlier layout load too."""
+        path = Path(pretrained_model_name_or_path)
+        local = path / kwargs.get("subfolder", "")
+        if not path.exists() and (
+            path.is_absolute() or str(pretrained_model_name_or_path).startswith((".", "~"))
+        ):
+            raise ValueError(f"pretrained_model_name_or_path: the directory {path} does not exist")
+        if local.is_dir() and not (local / PROCESSOR_CONFIG_NAME).is_file():
+            if (local / LEGACY_PROCESSOR_CONFIG_NAME).is_file():
+                return cls._from_legacy_directory(local, **kwargs)
+            raise ValueError(
+                f"pretrained_model_name_or_path: {local} has no {PROCESSOR_CONFIG_NAME} (nor the earlier "
+                f"{LEGACY_PROCESSOR_CONFIG_NAME}); is it a directory written by FavorProcessor.save_pretrained?"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _get_arguments_from_pretrained(
+        cls, pretrained_model_name_or_path: Any, processor_dict: dict | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """ProcessorMixin loads the standard sub-processors (``tokenizer``, ``image_processor``,
+        ``feature_extractor``); this adds the extra feature extractors (from their nested dicts in
+        ``processor_config.json``, as transformers builds non-primary sub-processors) and the Q-Former tokenizer
+        (from ``qformer_tokenizer/``). The Q-Former tokenizer reaches ``__init__`` through ``processor_dict``,
+        whose entries that are ``__init__`` arguments ``from_args_and_dict`` passes on."""
+        processor_dict = {} if processor_dict is None else processor_dict
+        tokenizer, image_processor, feature_extractor = super()._get_arguments_from_pretrained(
+            pretrained_model_name_or_path, processor_dict, **kwargs
+        )
+        wanted = processor_dict.get("image_processor_class")
+        if wanted and type(image_processor).__name__ != wanted:
+            image_processor = cls.get_possibly_dynamic_module(wanted).from_pretrained(
+                pretrained_model_name_or_path, **kwargs
+            )
+        extractors = [feature_extractor]
+        for k, config in enumerate(processor_dict.get("extra_feature_extractors", []), start=1):
+            if not isinstance(config, dict) or "feature_extractor_type" not in config:
+                raise ValueError(
+                    f"extra_feature_extractors[{k - 1}] in {PROCESSOR_CONFIG_NAME}: expected a dict with "
+                    f"'feature_extractor_type', got {config!r}"
+                )
+            fe_class = cls.get_possibly_dynamic_module(config["feature_extractor_type"])
+            extractors.append(
+                fe_class(**{k2: v for k2, v in config.items() if k2 != "feature_extractor_type"})
+            )
+        if processor_dict.get("has_qformer_tokenizer"):
+            subfolder = kwargs.pop("subfolder", "")
+            processor_dict["qformer_tokenizer"] = cls._load_tokenizer_from_pretrained(
+                "qformer_tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+            )
+        return [tokenizer, image_processor, extractors]
+
+    @classmethod
+    def _from_legacy_directory(cls, root: Path, **kwargs: Any) -> FavorProcessor:
+        """Load the earlier layout: ``favor_processor_config.json``, the tokenizer at the top level,
+        ``image_processor/``, ``feature_extractor_<k>/`` and ``qformer_tokenizer/``."""
         import transformers
         from transformers import WhisperFeatureExtractor
 
-        root = Path(path)
-        config_file = root / PROCESSOR_CONFIG_NAME
-        if not config_file.is_file():
-            raise ValueError(
-                f"path: {root} has no {PROCESSOR_CONFIG_NAME}; is it a FavorProcessor directory?"
-            )
-        settings = json.loads(config_file.read_text())
+        settings = json.loads((root / LEGACY_PROCESSOR_CONFIG_NAME).read_text())
         tokenizer = AutoTokenizer.from_pretrained(root)
         image_cls = getattr(transformers, settings["image_processor_class"])
         image_processor = image_cls.from_pretrained(root / "image_processor")
@@ -513,24 +669,34 @@ class FavorProcessor:
             for k in range(settings["num_feature_extractors"])
         ]
         qtok = (
-            AutoTokenizer.from_pretrained(root / "qformer_tokenizer")
+            AutoTokenizer.from_pretrained(root / QFORMER_TOKENIZER_DIR)
             if settings["has_qformer_tokenizer"]
             else None
         )
-        return cls(
-            tokenizer,
-            image_processor,
-            fes,
-            layout=AVLayout(**settings["layout"]),
-            qformer_tokenizer=qtok,
-            av_token=settings["av_token"],
-            prompt_template=settings["prompt_template"],
-            text_only_template=settings["text_only_template"],
-            qformer_max_length=settings.get("qformer_max_length", 512),
-        )
+        init = {
+            "layout": AVLayout(**settings["layout"]),
+            "qformer_tokenizer": qtok,
+            "av_token": settings["av_token"],
+            "prompt_template": settings["prompt_template"],
+            "text_only_template": settings["text_only_template"],
+            "qformer_max_length": settings.get("qformer_max_length", 512),
+        }
+        init.update({k: v for k, v in kwargs.items() if k in init or k == "chat_template"})
+        return cls(tokenizer, image_processor, fes, **init)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def _json_default(value: Any) -> Any:
+    """JSON for what sub-processor dicts may hold: numpy arrays and scalars, enums (PIL resampling), tuples."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "value"):  # enum.Enum
+        return value.value
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def _is_media_clip(item: Any) -> bool:
     return all(hasattr(item, a) for a in ("frames", "audio", "sample_rate"))
 
