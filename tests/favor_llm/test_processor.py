@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,38 @@ def test_a_hub_repo_id_loads_from_the_hub_cache(tiny, media, tmp_path, monkeypat
     loaded = AutoProcessor.from_pretrained("favor/tiny", cache_dir=tmp_path / "cache")
     assert isinstance(loaded, FavorProcessor) and loaded.qformer_tokenizer is not None
     args = {"text": "q?", "media": {"video": media["video"], "audio": media["audio"]}, "answers": "a"}
+    _assert_same_outputs(processor(**args), loaded(**args))
+
+
+def test_push_to_hub_uploads_every_part(tiny, media, tmp_path, monkeypatch):
+    """``push_to_hub`` (transformers' PushToHubMixin around `save_pretrained`) uploads the Q-Former tokenizer too.
+    The Hub API is replaced by one that writes the commit's files into a folder, which then loads."""
+    import types
+
+    import transformers.utils.hub as hub
+
+    _, processor = tiny
+    remote = tmp_path / "remote"
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return types.SimpleNamespace(repo_id=repo_id)
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            for op in operations:
+                target = remote / op.path_in_repo
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(Path(op.path_or_fileobj).read_bytes())
+
+    card = types.SimpleNamespace(save=lambda path: Path(path).write_text("card"))
+    monkeypatch.setattr(hub, "hf_api", FakeApi)
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: card)
+    processor.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="me/favor-tiny")
+    assert (remote / "processor_config.json").is_file() and (
+        remote / "qformer_tokenizer" / "tokenizer.json"
+    ).is_file()
+    loaded = AutoProcessor.from_pretrained(remote)
+    args = {"text": "q?", "media": {"video": media["video"], "audio": media["audio"]}}
     _assert_same_outputs(processor(**args), loaded(**args))
 
 
