@@ -35,6 +35,7 @@ Directories written by the earlier layout (``favor_processor_config.json``, ``im
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import warnings
@@ -692,7 +693,7 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if hasattr(value, "value"):  # enum.Enum
+    if isinstance(value, enum.Enum):  # e.g. PIL's Resampling
         return value.value
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
