@@ -256,6 +256,30 @@ def test_every_feature_extractor_and_the_chat_template_survive_the_round_trip(me
     assert loaded.apply_chat_template(messages, tokenize=False) == "user: hi\n"
 
 
+def test_bad_construction_and_bad_saved_files_are_clear_errors(tmp_path):
+    tok = tiny_tokenizer()
+    image_processor = BlipImageProcessorPil(size={"height": 32, "width": 32})
+    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=5)
+    with pytest.raises(ValueError, match="argument image_processor"):
+        FavorProcessor(tok, "blip", fe)
+    with pytest.raises(ValueError, match="feature_extractors: expected at least one"):
+        FavorProcessor(tok, image_processor, [])
+    with pytest.raises(ValueError, match="layout: expected an AVLayout"):
+        FavorProcessor(tok, image_processor, fe, layout=[2.0])
+    with pytest.raises(ValueError, match="qformer_tokenizer"):
+        FavorProcessor(tok, image_processor, fe, qformer_tokenizer="bert-base-uncased")
+    with pytest.raises(ValueError, match="one per audio encoder"):
+        FavorProcessor(tok, image_processor, [fe, fe])
+    processor = _two_encoder_processor()
+    processor.save_pretrained(tmp_path)
+    config_file = tmp_path / "processor_config.json"
+    saved = json.loads(config_file.read_text())
+    saved["extra_feature_extractors"] = [{"feature_size": 64}]
+    config_file.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"extra_feature_extractors\[0\].*feature_extractor_type"):
+        FavorProcessor.from_pretrained(tmp_path)
+
+
 def test_the_earlier_directory_layout_still_loads(tiny, media, tmp_path):
     """``favor_processor_config.json`` + ``image_processor/`` + ``feature_extractor_<k>/`` (before ProcessorMixin)."""
     _, processor = tiny

@@ -130,7 +130,10 @@ class FavorProcessor(ProcessorMixin):
                 f"qformer_tokenizer: expected a transformers tokenizer or None, got {type(qformer_tokenizer).__name__}"
             )
         # ProcessorMixin checks the classes of the standard sub-processors and sets them as attributes.
-        super().__init__(tokenizer, image_processor, feature_extractors[0], chat_template=chat_template)
+        try:
+            super().__init__(tokenizer, image_processor, feature_extractors[0], chat_template=chat_template)
+        except TypeError as error:  # "Received a str for argument image_processor, but a ... was expected."
+            raise ValueError(str(error)) from error
         self.qformer_max_length = int(qformer_max_length)
         self.feature_extractors = feature_extractors
         self.layout = layout or AVLayout()
