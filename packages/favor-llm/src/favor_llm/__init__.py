@@ -5,12 +5,14 @@
   ``AutoModel`` know ``model_type="favor"``.
 - `FavorProcessor` (a `transformers.ProcessorMixin`): questions + media (paths, bytes, `favor_avsync.MediaClip`,
   arrays) -> model inputs; ``AutoProcessor`` knows it for ``model_type="favor"``.
+- `convert_released_checkpoint`: a released FAVOR checkpoint -> a `FavorModel` directory (``favor convert``).
 - `favor_llm.testing.tiny_model_and_processor`: a complete tiny FAVOR built offline.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
 
 from .configuration import FavorConfig
+from .convert import convert_released_checkpoint
 from .layout import AVLayout, av_tokens_per_minute, num_windows
 from .modeling import FavorModel, FavorOutput
 from .processing import FavorProcessor
@@ -28,6 +30,7 @@ __all__ = [
     "FavorOutput",
     "FavorProcessor",
     "av_tokens_per_minute",
+    "convert_released_checkpoint",
     "describe",
     "num_windows",
     "parameter_counts",
