@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, Qwen2Config
 
-from favor_llm.testing import tiny_model_and_processor, tiny_tokenizer
+from favor_llm.testing import tiny_model_and_processor, tiny_tokenizer, tiny_whisper_config
 
 QFORMER = {
     "hidden_size": 32,
@@ -73,25 +73,9 @@ def test_pooled_vision_tower_and_qwen2(vision, media):
 
 
 def test_two_audio_encoders(media):
-    whisper = dict(
-        encoder_layers=2,
-        encoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_layers=1,
-        decoder_attention_heads=4,
-        decoder_ffn_dim=64,
-        num_mel_bins=80,
-        max_source_positions=250,
-        vocab_size=64,
-        pad_token_id=0,
-        bos_token_id=0,
-        eos_token_id=0,
-        decoder_start_token_id=0,
-        begin_suppress_tokens=None,
-    )
     audio = [
-        AutoConfig.for_model("whisper", d_model=32, **whisper),
-        AutoConfig.for_model("whisper", d_model=48, **whisper),
+        tiny_whisper_config(d_model=32),
+        tiny_whisper_config(d_model=48),
     ]
     model, processor = tiny_model_and_processor(audio_configs=audio, audio_feature_rates=[50.0, 50.0])
     # 32 visual + 2 x 32 projected audio

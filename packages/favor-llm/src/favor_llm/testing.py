@@ -14,6 +14,7 @@ from transformers import (
     AutoConfig,
     BlipImageProcessorPil,
     LlamaConfig,
+    PretrainedConfig,
     PreTrainedTokenizerFast,
     WhisperFeatureExtractor,
 )
@@ -22,7 +23,14 @@ from .configuration import FavorConfig
 from .modeling import FavorModel
 from .processing import FavorProcessor
 
-__all__ = ["TINY_CORPUS", "tiny_config", "tiny_model_and_processor", "tiny_processor", "tiny_tokenizer"]
+__all__ = [
+    "TINY_CORPUS",
+    "tiny_config",
+    "tiny_model_and_processor",
+    "tiny_processor",
+    "tiny_tokenizer",
+    "tiny_whisper_config",
+]
 
 #: Text the tiny tokenizer is trained on (so prompts and answers tokenise into a handful of tokens).
 TINY_CORPUS = [
@@ -66,6 +74,28 @@ def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     )
 
 
+def tiny_whisper_config(d_model: int = 32) -> PretrainedConfig:
+    """A 2-layer Whisper config (width ``d_model``, 5 s windows: 250 encoder positions at 50 Hz)."""
+    return AutoConfig.for_model(
+        "whisper",
+        d_model=d_model,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        max_source_positions=250,
+        vocab_size=64,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+        decoder_start_token_id=0,
+        begin_suppress_tokens=None,
+    )
+
+
 def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -> FavorConfig:
     """The tiny `FavorConfig` (same structure as the released model, every size shrunk; 5 s Whisper windows).
 
@@ -94,24 +124,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -
         max_position_embeddings=128,
         pad_token_id=tokenizer.pad_token_id,
     )
-    whisper = AutoConfig.for_model(
-        "whisper",
-        d_model=32,
-        encoder_layers=2,
-        encoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_layers=1,
-        decoder_attention_heads=4,
-        decoder_ffn_dim=64,
-        num_mel_bins=80,
-        max_source_positions=250,
-        vocab_size=64,
-        pad_token_id=0,
-        bos_token_id=0,
-        eos_token_id=0,
-        decoder_start_token_id=0,
-        begin_suppress_tokens=None,
-    )
+    whisper = tiny_whisper_config()
     text = LlamaConfig(
         vocab_size=vocab,
         hidden_size=64,
