@@ -163,3 +163,38 @@ def test_conversion_errors():
         CausalQFormer.from_blip2_qformer(broken, num_heads=HEADS)
     with pytest.raises(ValueError, match=r"model_or_state_dict: expected a BLIP-2"):
         CausalQFormer.from_blip2_qformer(42)
+
+
+def test_matches_instructblip_qformer_without_instruction():
+    """InstructBLIP's Q-Former (the released frame encoder's) loads the same way; with no instruction tokens its
+    query outputs equal ours."""
+    config = transformers.InstructBlipQFormerConfig(
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=64,
+        encoder_hidden_size=ENCODER,
+        cross_attention_frequency=1,
+        vocab_size=100,
+    )
+    model = transformers.InstructBlipQFormerModel(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layernorm.weight" in name.lower():
+                param.copy_(1 + 0.1 * torch.randn_like(param))
+            elif name.endswith("bias"):
+                param.copy_(0.1 * torch.randn_like(param))
+    queries = torch.randn(1, 8, HIDDEN)
+    features = torch.randn(2, FRAMES, TOKENS, ENCODER)
+    converted = CausalQFormer.from_blip2_qformer(
+        model, query_tokens=queries, window_size=FRAMES, window_stride=FRAMES, tokens_per_frame=TOKENS
+    )
+    no_instruction = torch.zeros(2, 0, dtype=torch.long)
+    with torch.no_grad():
+        want = model(
+            input_ids=no_instruction,
+            attention_mask=torch.ones(2, queries.shape[1], dtype=torch.long),
+            query_embeds=queries.expand(2, -1, -1),
+            encoder_hidden_states=features.reshape(2, -1, ENCODER),
+        ).last_hidden_state[:, : queries.shape[1]]
+    torch.testing.assert_close(_ours(converted, features), want, atol=1e-5, rtol=0)
