@@ -210,3 +210,20 @@ def test_fast_path_equals_scatter_path(cfg, per_frame):
     assert torch.equal(fast.features, plain.features)
     assert torch.equal(fast.dropped, plain.dropped)
     assert torch.equal(fast.frame_mask, plain.frame_mask)
+
+
+@given(
+    data_dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    mask_dtype=st.sampled_from([torch.int64, torch.bool, torch.float32, torch.float64]),
+    mask=st.lists(st.integers(0, 1), min_size=2, max_size=2),
+    mode=st.sampled_from(["time", "released"]),
+)
+def test_features_keep_the_input_dtype_whatever_the_modality_mask_dtype(data_dtype, mask_dtype, mask, mode):
+    # The modality mask only selects streams: a float64 (or float32) mask must not promote the features.
+    visual = torch.randn(2, 3, 32, 3).to(data_dtype)
+    audio = torch.randn(2, 50, 4).to(data_dtype)
+    m = torch.tensor([mask] * 2).to(mask_dtype)
+    out = TemporalSynchroniser(mode=mode)(visual, audio, modality_mask=m)
+    assert out.features.dtype == data_dtype
+    want = TemporalSynchroniser(mode=mode)(visual, audio, modality_mask=torch.tensor([mask] * 2))
+    assert torch.equal(out.features, want.features)

@@ -329,9 +329,11 @@ class TemporalSynchroniser(nn.Module):
             # (B, S, Da) -> (B, S / per_frame, per_frame, Da): consecutive groups, as the released view().
             grouped.append(rearrange(stream, "b (t k) d -> b t k d", k=per_frame))
         frames = max([visual.shape[1], *(g.shape[1] for g in grouped)])
-        parts = [_pad_frames_and_slots(visual, frames, n) * mask[:, 0, None, None, None]]
+        # In the features' dtype: a float64 (or float32) mask must not promote bf16/float32 features.
+        weight = mask.to(visual.dtype)
+        parts = [_pad_frames_and_slots(visual, frames, n) * weight[:, 0, None, None, None]]
         for k, g in enumerate(grouped):
-            parts.append(_pad_frames_and_slots(g, frames, n) * mask[:, k + 1, None, None, None])
+            parts.append(_pad_frames_and_slots(g, frames, n) * weight[:, k + 1, None, None, None])
         features = torch.cat(parts, dim=-1)
         return SyncOutput(
             features=features,
