@@ -135,3 +135,33 @@ def test_trainable_state_dict(tiny):
         k.startswith(("audio_projections.", "qformer.", "language_projection.")) or "lora_" in k
         for k in state
     )
+
+
+def test_generation_config_survives_save_and_load(fresh_tiny, tmp_path):
+    """A user's generation settings (and the LLM's own, e.g. a chat model's extra end-of-turn id) are kept."""
+    model, _ = fresh_tiny
+    model.generation_config.max_new_tokens = 7
+    model.generation_config.repetition_penalty = 1.3
+    model.generation_config.eos_token_id = [model.config.text_config.eos_token_id, 5]
+    model.save_frozen_components(tmp_path / "base")
+    model.save_pretrained(tmp_path / "delta")
+    model.save_pretrained(tmp_path / "full", merge_lora=True)
+    for kind in ("delta", "full"):
+        loaded = FavorModel.from_pretrained(tmp_path / kind)
+        assert loaded.generation_config.max_new_tokens == 7, kind
+        assert loaded.generation_config.repetition_penalty == 1.3, kind
+        assert loaded.generation_config.eos_token_id == [model.config.text_config.eos_token_id, 5], kind
+
+
+def test_the_language_models_generation_config_is_used(tiny):
+    """Chat LLMs (Llama 3 / Qwen2 instruct) stop on ids listed only in their generation_config.json."""
+    from transformers import AutoModelForCausalLM
+
+    model, _ = tiny
+    llm = AutoModelForCausalLM.from_config(model.config.text_config)
+    llm.generation_config.eos_token_id = [model.config.text_config.eos_token_id, 5]
+    llm.generation_config.do_sample = True
+    llm.generation_config.top_p = 0.5
+    composed = FavorModel(model.config, language_model=llm)
+    assert composed.generation_config.eos_token_id == [model.config.text_config.eos_token_id, 5]
+    assert composed.generation_config.do_sample and composed.generation_config.top_p == 0.5

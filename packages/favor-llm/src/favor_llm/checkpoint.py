@@ -3,6 +3,7 @@
 Delta checkpoint (``FavorModel.save_pretrained(dir)``)::
 
     dir/config.json               FavorConfig, with ``component_sources`` naming where the frozen parts come from
+    dir/generation_config.json    ``model.generation_config`` (restored on load)
     dir/favor_checkpoint.json     {"format": "delta", ...}
     dir/model.safetensors         trainable non-LoRA weights: audio_projections.*, qformer.*, language_projection.*
     dir/adapter/                  the LoRA adapter (peft: adapter_config.json + adapter_model.safetensors)
@@ -49,6 +50,7 @@ __all__ = [
 
 CHECKPOINT_INFO_NAME = "favor_checkpoint.json"
 WEIGHTS_NAME = "model.safetensors"
+GENERATION_CONFIG_NAME = "generation_config.json"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 ADAPTER_DIR = "adapter"
 _TRAINABLE_PREFIXES = ("audio_projections.", "qformer.", "language_projection.")
@@ -303,6 +305,8 @@ def save_favor_model(
     info["trainable_keys"] = sorted(_trainable_non_lora(model))
     _save_sharded(_trainable_non_lora(model), root, max_shard_size)
     config.save_pretrained(root)
+    # generation settings (the LLM's, plus the user's changes) travel with the checkpoint, as in transformers
+    model.generation_config.save_pretrained(root)
     (root / CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return root
 
@@ -407,6 +411,10 @@ def load_favor_model(
                     f"checkpoint {root}: LoRA weight {key} has shape {tuple(value.shape)}, model {shape}"
                 )
         set_peft_model_state_dict(model.language_model, adapter)
+    if (root / GENERATION_CONFIG_NAME).is_file():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(root)
     model._freeze_frozen_parts()
     model.eval()
     if dtype is not None:

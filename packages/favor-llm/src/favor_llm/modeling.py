@@ -23,6 +23,7 @@ frame, ``Dv`` visual width, ``Dp`` projected audio width, ``W`` windows, ``Q`` q
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         )
         self.language_model = add_lora(llm, config) if config.use_lora else llm
         self._freeze_frozen_parts()
-        self.generation_config = _generation_config(config)
+        self.generation_config = _generation_config(config, language_model)
         self.post_init()
 
     # ------------------------------------------------------------------------------------------------ structure
@@ -728,7 +729,14 @@ def _check_batch(name: str, tensor: torch.Tensor, batch: int) -> None:
         raise ValueError(f"{name}: expected batch size {batch}, got shape {tuple(tensor.shape)}")
 
 
-def _generation_config(config: FavorConfig) -> GenerationConfig:
+def _generation_config(
+    config: FavorConfig, language_model: PreTrainedModel | None = None
+) -> GenerationConfig:
+    """The LLM's own generation config when one was given (a chat model's ``generation_config.json`` may list
+    end-of-turn ids or sampling defaults that its config lacks), else one from ``config.text_config``'s ids."""
+    given = getattr(language_model, "generation_config", None)
+    if isinstance(given, GenerationConfig):
+        return copy.deepcopy(given)
     text = config.text_config
     return GenerationConfig(
         bos_token_id=getattr(text, "bos_token_id", None),
