@@ -10,6 +10,7 @@ and recorded as junit properties.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -243,3 +244,27 @@ def test_start_deep_in_the_file_seeks_and_keeps_time(tmp_path, container):
         assert got == spec.colour_index_at(want[t])
     assert clip.audio.shape[0] == 32000
     assert tone_onset(clip.audio.numpy(), 16000) == pytest.approx(3.3 - 2.5, abs=0.005)
+
+
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+@pytest.mark.parametrize("cut", [{"end": 0.9}, {"end": 2.4}, {"max_seconds": 0.9}])
+def test_cut_inside_a_long_vfr_frame_keeps_every_frame(tmp_path, container, cut):
+    """A variable-frame-rate picture that is still on screen at the cut fills the clip up to the cut: its own
+    (container-declared or nominal) duration must not end the video early when the next picture lies past the cut."""
+    # Source frames at 0, 0.25, 1.0, 1.5, 1.75, 2.5, ... s: 0.25 s shows until 1.0 s, 1.75 s until 2.5 s.
+    spec = make_test_clip(
+        tmp_path / f"vfr_gap.{container}",
+        container=container,
+        vfr=True,
+        fps=2.0,
+        duration=4.0,
+        colour_period=3.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # max_seconds warns about the cut (tested elsewhere)
+        clip = load_media(spec.source, fps=10.0, **cut)
+    seconds = next(iter(cut.values()))
+    assert clip.duration == pytest.approx(seconds)
+    assert clip.num_frames == math.ceil(seconds * 10)  # frames whose interval starts before the cut
+    want = [spec.frame_showing_at(min((t + 0.5) / 10, seconds - 1e-6)) for t in range(clip.num_frames)]
+    assert clip.source_times.tolist() == pytest.approx(want, abs=1e-3)

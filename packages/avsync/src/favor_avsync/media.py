@@ -454,6 +454,7 @@ class _Decoder:
         t_out = 0
         last_gap: float | None = None
         beyond = False
+        next_time: float | None = None  # the first frame at or past w1, when decoding stopped there
         black: np.ndarray | None = None
         try:
             stream, _ = _stream_pick(container)
@@ -470,6 +471,7 @@ class _Decoder:
                     continue  # a duplicate or out-of-order timestamp never goes back in time
                 if p >= w1:
                     beyond = True
+                    next_time = p
                     break
                 # Emit every output frame whose centre lies before this frame: the previous frame shows there.
                 while w0 + (t_out + 0.5) * step < p and t_out * step < w1 - w0:
@@ -496,7 +498,9 @@ class _Decoder:
                     f"{self.name}: no video frame could be decoded in [{w0:.2f}, {w1:.2f}) s (corrupt or truncated?)"
                 )
             frame, p = prev
-            duration = _frame_duration(frame, stream, last_gap)
+            # The last kept frame is on screen until the next one; only at the real end of the stream does its
+            # duration have to be guessed (its own, else the last gap, else the nominal rate).
+            duration = next_time - p if next_time is not None else _frame_duration(frame, stream, last_gap)
             beyond |= p + duration > w1 + 1e-3  # the last frame is still on screen past the end
             video_end = min(p + duration, w1)
             n_total = frames_for_seconds(video_end - w0, fps)
