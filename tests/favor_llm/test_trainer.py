@@ -36,3 +36,40 @@ def test_trainer_steps(fresh_tiny, media, tmp_path):
     params = dict(model.named_parameters())
     assert all(torch.equal(params[n], v) for n, v in frozen.items())
     assert any(not torch.equal(params[n], v) for n, v in trained.items())
+
+
+def test_gradient_accumulation_averages_the_micro_batches(fresh_tiny, media, tmp_path):
+    """FavorModel's loss is a mean over its batch (answer tokens + diversity term), so under gradient accumulation
+    the Trainer must divide each micro-batch's loss by the accumulation steps: two micro-batches of one example
+    report (and step on) the mean of their losses, not their sum."""
+    from transformers import Trainer, TrainingArguments
+
+    model, processor = fresh_tiny
+    data = [
+        {"text": "What?", "media": {"video": media["video"], "audio": media["short_audio"]}, "answer": "red"},
+        {"text": "What do you hear?", "media": media["short_audio"], "answer": "a tone"},
+    ]
+    model.eval()  # the reference losses without dropout; the Trainer below trains with lr 0 and no dropout
+    with torch.no_grad():
+        losses = [float(model(**processor.collate([ex])).loss) for ex in data]
+    model.qformer.config.dropout = 0.0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "dropout", None), float):  # the causal Q-Former's functional dropout
+            m.dropout = 0.0
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=2,
+        max_steps=1,
+        learning_rate=0.0,
+        report_to=[],
+        remove_unused_columns=False,
+        save_strategy="no",
+        use_cpu=True,
+        dataloader_drop_last=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=processor.collate)
+    result = trainer.train()
+    assert result.training_loss == pytest.approx(sum(losses) / 2, rel=1e-4)

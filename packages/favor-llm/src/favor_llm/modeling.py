@@ -89,6 +89,10 @@ class FavorPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # The loss is a mean over the batch (answer tokens + the diversity term) and `forward` ignores transformers'
+    # ``num_items_in_batch``, so the Trainer must scale it for gradient accumulation itself (its test of this
+    # otherwise looks for ``**kwargs`` in `forward`, finds them and skips the division).
+    accepts_loss_kwargs = False
     # Mixed precision: like transformers' BLIP-2 (which keeps its query tokens / Q-Former in fp32), the causal
     # Q-Former and the small trainable projections stay in float32; see `FavorModel.to_mixed_precision`.
     _keep_in_fp32_modules: ClassVar[list[str]] = ["qformer", "audio_projections"]
