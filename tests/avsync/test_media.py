@@ -268,3 +268,26 @@ def test_cut_inside_a_long_vfr_frame_keeps_every_frame(tmp_path, container, cut)
     assert clip.num_frames == math.ceil(seconds * 10)  # frames whose interval starts before the cut
     want = [spec.frame_showing_at(min((t + 0.5) / 10, seconds - 1e-6)) for t in range(clip.num_frames)]
     assert clip.source_times.tolist() == pytest.approx(want, abs=1e-3)
+
+
+@pytest.mark.parametrize("container", ["mp3", "m4a", "mp4", "webm"])
+def test_audio_after_a_seek_equals_the_full_decode(tmp_path, container):
+    """A ``start`` deep in the file seeks; the audio there must be what a full decode gives at that time. Lossy
+    codecs need the packets before the cut to decode it (MDCT overlap, MP3 bit reservoir, Opus pre-roll), so
+    seeking straight to ``start`` decoded the first frames wrongly (the tone of an AAC file came 26 ms late)."""
+    spec = make_test_clip(
+        tmp_path / f"seek_audio.{container}", container=container, duration=4.0, tone_at=2.5, tone_seconds=1.0
+    )
+    full = load_media(spec.source).audio
+    for start in (1.05, 2.4, 2.5):
+        clip = load_media(spec.source, start=start)
+        want = full[round(start * 16000) :]
+        assert tone_onset(clip.audio.numpy(), 16000) == pytest.approx(spec.tone_at - start, abs=0.002)
+        silent = round((spec.tone_at - start - 0.01) * 16000)  # before the tone, the clip is silent
+        assert silent <= 0 or clip.audio[:silent].abs().max().item() < 0.02
+        if container == "webm":
+            # Opus after a seek lands within half a millisecond (its pre-skip is applied only from the start).
+            assert abs(clip.audio.shape[0] - want.shape[0]) <= 16
+            continue
+        assert clip.audio.shape == want.shape
+        torch.testing.assert_close(clip.audio, want, rtol=0, atol=1e-3, msg=f"start={start}")

@@ -47,6 +47,9 @@ _IMAGE_FORMATS = (
 #: Encoder delay (priming samples) assumed for raw ADTS AAC, which cannot declare it (FFmpeg's and most AAC-LC
 #: encoders use 1024).
 _ADTS_PRIMING = 1024
+#: Seconds decoded before ``start`` after an audio seek, so the first kept packets decode as in a full pass
+#: (AAC and MP3 need one to a few frames, Opus recommends 80 ms).
+_AUDIO_PREROLL = 0.5
 #: Files longer than this (seconds) get a progress bar unless ``progress`` says otherwise.
 PROGRESS_AFTER_SECONDS = 60.0
 
@@ -377,7 +380,9 @@ class _Decoder:
             if stream.duration is not None and stream.start_time is not None and stream.time_base is not None:
                 declared_end = float((stream.start_time + stream.duration) * stream.time_base)
             if w0 > 1.0:  # jump near the start instead of decoding everything before it
-                _seek(container, stream, w0)
+                # ... but a little before it: lossy codecs decode a packet from the ones before it (MDCT overlap,
+                # the MP3 bit reservoir, Opus pre-roll); the pre-roll frames end before w0 and are skipped below.
+                _seek(container, stream, w0 - _AUDIO_PREROLL)
             for frame in self._decode(container, stream):
                 t = _seconds(frame)
                 t = (expected if expected is not None else 0.0) if t is None else t - shift
