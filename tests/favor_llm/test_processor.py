@@ -103,6 +103,18 @@ def test_array_forms_are_equivalent(tiny, media):
         assert torch.allclose(a["pixel_values"], other["pixel_values"], atol=1e-6)
 
 
+def test_integer_pcm_audio_is_scaled_like_float_audio(tiny, media):
+    """int16 PCM (e.g. from scipy.io.wavfile / a WAV reader) is the float waveform x 32768: same features."""
+    _, processor = tiny
+    pcm = (media["short_audio"].clamp(-1, 1) * 32767).round().to(torch.int16)
+    as_float = processor(text="q", media=pcm.float() / 32768)
+    for item in (pcm, pcm.numpy(), {"audio": pcm.numpy(), "sample_rate": 16000}):
+        as_int = processor(text="q", media=item)
+        torch.testing.assert_close(as_int["input_features"], as_float["input_features"])
+    with pytest.raises(ValueError, match="audio"):
+        processor(text="q", media={"audio": np.zeros(16000, np.uint16)})
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

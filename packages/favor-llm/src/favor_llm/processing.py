@@ -745,6 +745,16 @@ def _waveform(array: Any, sample_rate: int, layout: AVLayout, name: str) -> torc
             f"{name}: audio sample_rate {sample_rate} Hz differs from the processor's {layout.sample_rate} Hz; "
             "resample it (favor_avsync.load_media does this for files)"
         )
+    if not t.is_floating_point():
+        # integer PCM (WAV readers): full scale is +-1, as in float audio and Whisper's feature extractor
+        if t.dtype == torch.uint8:  # 8-bit WAV is unsigned, centred on 128
+            t = (t.to(torch.float32) - 128.0) / 128.0
+        elif t.dtype in (torch.int8, torch.int16, torch.int32):
+            t = t.to(torch.float32) / float(-torch.iinfo(t.dtype).min)
+        else:
+            raise ValueError(
+                f"{name}: audio must be float (-1..1) or integer PCM (int8, int16, int32, uint8), got {t.dtype}"
+            )
     t = t.to(torch.float32)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: audio holds NaN or inf")
