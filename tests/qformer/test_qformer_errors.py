@@ -244,3 +244,21 @@ def test_xformers_attn_bias_pattern():
     allowed = block_causal_mask(3, 3, "future")
     assert torch.equal(bias[1, 3] == 0, allowed) and bool(torch.isneginf(bias[0, 0][~allowed]).all())
     assert torch.equal(block_causal_additive_bias(3, 3, "past") == 0, block_causal_mask(3, 3, "past"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_features_that_overflow_the_model_dtype_are_detected(dtype):
+    # Finite float32 features become inf when cast to a half-precision model: a clear error, never NaN tokens.
+    model = tiny_model().to(dtype)
+    # Past the range of float16 (65504) in float32, of bfloat16 (about 3.4e38) in float64.
+    features = torch.randn(1, 4, 2, 12, dtype=torch.float32 if dtype == torch.float16 else torch.float64)
+    features[0, 1, 1, 3] = 1e5 if dtype == torch.float16 else 1e39
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(
+        ValueError,
+        match=rf"features: expected values within the range of the model's dtype {name} .*got 1 entries",
+    ):
+        model(features)
+    features[0, 1, 1, 3] = 1.0
+    with torch.no_grad():
+        assert torch.isfinite(model(features).tokens).all()

@@ -8,11 +8,17 @@ from .config import CausalQFormerConfig
 
 
 def validate_inputs(
-    features: object, frame_mask: object, config: CausalQFormerConfig, device: torch.device | None = None
+    features: object,
+    frame_mask: object,
+    config: CausalQFormerConfig,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
     """Check ``features`` (B, T, N, D) and ``frame_mask`` (B, T) bool; return them and the real frames per video.
 
-    Real frames must come first in every row of ``frame_mask`` (videos padded at the end).
+    Real frames must come first in every row of ``frame_mask`` (videos padded at the end). With ``dtype`` (the
+    model's), the returned features are cast to it, and (with ``config.check_finite``) values that overflow it are
+    refused like NaN/inf: finite float32 features past 65504 would otherwise become inf in a float16 model.
     """
     if not isinstance(features, torch.Tensor):
         raise ValueError(f"features: expected a torch.Tensor, got {type(features).__name__}")
@@ -71,4 +77,14 @@ def validate_inputs(
         raise ValueError(
             f"features: expected finite values, got {bad} NaN/inf entries (set config.check_finite=False to skip this check)"
         )
+    if dtype is not None and dtype != features.dtype:
+        cast = features.to(dtype)
+        if config.check_finite and not bool(torch.isfinite(cast).all()):
+            bad = (~torch.isfinite(cast)).sum().item()
+            raise ValueError(
+                f"features: expected values within the range of the model's dtype {str(dtype).removeprefix('torch.')} "
+                f"(|x| <= {torch.finfo(dtype).max:g}), got {bad} entries that overflow to inf when cast from "
+                f"{str(features.dtype).removeprefix('torch.')} (scale the features or use a wider model dtype)"
+            )
+        features = cast
     return features, frame_mask, lengths

@@ -166,8 +166,9 @@ class CausalQFormer(nn.Module):
                 ``config.check_finite``) NaN/inf features.
         """
         config = self.config
-        features, frame_mask, lengths = validate_inputs(features, frame_mask, config, self.device)
-        features = features.to(self.dtype)
+        features, frame_mask, lengths = validate_inputs(
+            features, frame_mask, config, self.device, self.dtype
+        )  # cast to the model's dtype
         batch = features.shape[0]
         plan = plan_windows(lengths, config.window_size, config.window_stride, device=features.device)
         mask = window_mask(plan, batch)
