@@ -262,3 +262,11 @@ def test_features_that_overflow_the_model_dtype_are_detected(dtype):
     features[0, 1, 1, 3] = 1.0
     with torch.no_grad():
         assert torch.isfinite(model(features).tokens).all()
+
+
+def test_block_causal_attention_wrong_width():
+    layer = BlockCausalAttention(dim=8, num_heads=2)
+    with pytest.raises(
+        ValueError, match=r"x: expected dim=8 features \(dim 3\), got 6 \(shape \(1, 2, 2, 6\)\)"
+    ):
+        layer(torch.randn(1, 2, 2, 6))

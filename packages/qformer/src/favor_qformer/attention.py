@@ -153,7 +153,11 @@ class BlockCausalAttention(MultiHeadAttention):
             raise ValueError(
                 f"x: expected a 4-D tensor (batch, frames, tokens, dim), got shape {tuple(x.shape)}"
             )
-        batch, frames, tokens, _ = x.shape
+        batch, frames, tokens, width = x.shape
+        if width != self.query.in_features:
+            raise ValueError(
+                f"x: expected dim={self.query.in_features} features (dim 3), got {width} (shape {tuple(x.shape)})"
+            )
         if frame_mask is not None and (
             frame_mask.dtype != torch.bool or tuple(frame_mask.shape) != (batch, frames)
         ):
