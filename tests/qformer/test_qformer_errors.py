@@ -270,3 +270,23 @@ def test_block_causal_attention_wrong_width():
         ValueError, match=r"x: expected dim=8 features \(dim 3\), got 6 \(shape \(1, 2, 2, 6\)\)"
     ):
         layer(torch.randn(1, 2, 2, 6))
+
+
+def test_diversity_loss_non_tensor_arguments():
+    with pytest.raises(ValueError, match=r"tokens: expected a torch.Tensor, got list"):
+        diversity_loss([[[1.0, 2.0], [3.0, 4.0]]])
+    with pytest.raises(ValueError, match=r"mask: expected a bool tensor of shape \(2,\), got list"):
+        diversity_loss(torch.randn(2, 3, 4), [True, False])
+
+
+def test_all_masked_diversity_loss_ignores_non_finite_masked_windows():
+    # Masked windows never count, even when every window is masked and they hold NaN/inf.
+    tokens = torch.randn(2, 3, 4, 8, requires_grad=True)
+    garbage = tokens.detach().clone()
+    garbage[0, 1] = float("nan")
+    garbage[1, 2] = float("inf")
+    garbage.requires_grad_(True)
+    loss = diversity_loss(garbage, torch.zeros(2, 3, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert garbage.grad is not None and torch.equal(garbage.grad, torch.zeros_like(garbage))

@@ -29,6 +29,8 @@ def diversity_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> to
     Raises:
         ValueError: wrong rank, fewer than 2 queries, or a mask of the wrong shape or dtype.
     """
+    if not isinstance(tokens, torch.Tensor):
+        raise ValueError(f"tokens: expected a torch.Tensor, got {type(tokens).__name__}")
     if tokens.dim() not in (3, 4):
         raise ValueError(
             f"tokens: expected (batch, windows, queries, hidden) or (windows, queries, hidden), got shape {tuple(tokens.shape)}"
@@ -37,6 +39,8 @@ def diversity_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> to
         raise ValueError(f"tokens: expected at least 2 queries per window, got {tokens.shape[-2]}")
     lead = tuple(tokens.shape[:-2])
     if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise ValueError(f"mask: expected a bool tensor of shape {lead}, got {type(mask).__name__}")
         if mask.dtype != torch.bool or tuple(mask.shape) != lead:
             raise ValueError(
                 f"mask: expected a bool tensor of shape {lead}, got {mask.dtype} of shape {tuple(mask.shape)}"
@@ -48,7 +52,9 @@ def diversity_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> to
         flat = flat[mask.reshape(-1)]
     windows, queries = flat.shape[0], flat.shape[1]
     if windows == 0:
-        return tokens.sum().to(flat.dtype) * 0.0
+        # The sum over no window: 0, still attached to the graph, and blind to what the masked windows hold (a
+        # NaN/inf there would make ``tokens.sum() * 0`` NaN).
+        return flat.sum()
     dot = torch.einsum("wqh,wkh->wqk", flat, flat)  # (Nw, Q, Q)
     norm = flat.pow(2).sum(-1).sqrt()  # (Nw, Q)
     cos = dot / (norm[:, :, None] * norm[:, None, :] + _EPS)
