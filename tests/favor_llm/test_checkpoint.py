@@ -165,3 +165,22 @@ def test_the_language_models_generation_config_is_used(tiny):
     composed = FavorModel(model.config, language_model=llm)
     assert composed.generation_config.eos_token_id == [model.config.text_config.eos_token_id, 5]
     assert composed.generation_config.do_sample and composed.generation_config.top_p == 0.5
+
+
+def test_dtype_given_as_a_string_or_auto(fresh_tiny, inputs, tmp_path):
+    """``dtype="auto"`` (transformers' default spelling: the checkpoint's dtype) and names like "bfloat16" work as
+    in transformers; an unknown name is a clear error."""
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "full", merge_lora=True)
+    named = FavorModel.from_pretrained(tmp_path / "full", dtype="bfloat16")
+    assert named.causal_lm.dtype == torch.bfloat16 and named.vision.dtype == torch.bfloat16
+    assert next(named.qformer.parameters()).dtype == torch.float32  # kept in fp32 as with torch.bfloat16
+    auto = FavorModel.from_pretrained(tmp_path / "full", dtype="auto")  # a float32 checkpoint stays float32
+    assert auto.causal_lm.dtype == torch.float32
+    assert torch.equal(_logits(auto, inputs), _logits(FavorModel.from_pretrained(tmp_path / "full"), inputs))
+    named.save_pretrained(tmp_path / "bf16", merge_lora=True)
+    auto16 = FavorModel.from_pretrained(tmp_path / "bf16", dtype="auto")  # a bfloat16 checkpoint loads as saved
+    assert auto16.causal_lm.dtype == torch.bfloat16 and auto16.vision.dtype == torch.bfloat16
+    assert next(auto16.qformer.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        FavorModel.from_pretrained(tmp_path / "full", dtype="bfloat17")

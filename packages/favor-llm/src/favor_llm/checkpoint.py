@@ -334,6 +334,17 @@ def _source_path(root: Path, source: dict, name: str) -> str | Path:
     return source["name_or_path"]
 
 
+def _resolve_dtype(dtype: Any) -> torch.dtype | str | None:
+    """``None``, ``"auto"`` or a `torch.dtype` (names such as ``"bfloat16"`` or ``"torch.float16"`` accepted)."""
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        found = getattr(torch, dtype.removeprefix("torch."), None)
+        if isinstance(found, torch.dtype):
+            return found
+    raise ValueError(f"dtype: expected a torch.dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}")
+
+
 def load_favor_model(
     cls: type[FavorModel],
     pretrained_model_name_or_path: str | Path,
@@ -365,9 +376,12 @@ def load_favor_model(
     if missing:
         raise ValueError(f"component_sources: the checkpoint {root} names no source for {missing}")
 
+    dtype = _resolve_dtype(dtype)
     llm = AutoModelForCausalLM.from_pretrained(
         _source_path(root, sources["text"], "text"), dtype=dtype, device_map=device_map, **llm_kwargs
     )
+    if dtype == "auto":  # the dtype the LLM's weights were saved in decides for the whole model
+        dtype = None if llm.dtype == torch.float32 else llm.dtype
     with no_init_weights():  # every other weight is loaded below, strictly
         model = cls(config, language_model=llm)
     for name, module in [("vision", model.vision)] + [

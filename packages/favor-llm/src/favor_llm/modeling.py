@@ -287,7 +287,7 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         pretrained_model_name_or_path: str | os.PathLike,
         *model_args: Any,
         config: FavorConfig | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         device_map: Any = None,
         **kwargs: Any,
     ) -> FavorModel:
@@ -296,7 +296,8 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         Args:
             pretrained_model_name_or_path: the checkpoint directory or repo id.
             config: a config to use instead of the checkpoint's.
-            dtype: load the LLM in this dtype and cast the rest with `to_mixed_precision`.
+            dtype: load the LLM in this dtype and cast the rest with `to_mixed_precision` (a `torch.dtype`, its
+                name such as ``"bfloat16"``, or ``"auto"``: the dtype the LLM's weights were saved in).
             device_map: passed to the LLM's ``AutoModelForCausalLM.from_pretrained`` (as are ``kwargs`` such as
                 ``low_cpu_mem_usage``).
             *model_args: not accepted (transformers' signature).
