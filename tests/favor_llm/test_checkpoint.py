@@ -179,7 +179,8 @@ def test_dtype_given_as_a_string_or_auto(fresh_tiny, inputs, tmp_path):
     assert auto.causal_lm.dtype == torch.float32
     assert torch.equal(_logits(auto, inputs), _logits(FavorModel.from_pretrained(tmp_path / "full"), inputs))
     named.save_pretrained(tmp_path / "bf16", merge_lora=True)
-    auto16 = FavorModel.from_pretrained(tmp_path / "bf16", dtype="auto")  # a bfloat16 checkpoint loads as saved
+    # a bfloat16 checkpoint loads as saved
+    auto16 = FavorModel.from_pretrained(tmp_path / "bf16", dtype="auto")
     assert auto16.causal_lm.dtype == torch.bfloat16 and auto16.vision.dtype == torch.bfloat16
     assert next(auto16.qformer.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="dtype"):
