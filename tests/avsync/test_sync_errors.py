@@ -52,6 +52,11 @@ def test_constructor_errors(kwargs, match):
         (lambda s: s(V, A, visual_lengths=[1, 2, 3]), r"visual_lengths must have shape \(2,\)"),
         (lambda s: s(V, A, audio_lengths=torch.tensor([76, 2])), r"audio_lengths must be in \[0, 75\]"),
         (lambda s: s(V, A, audio_lengths=torch.tensor([1.0, 2.0])), "audio_lengths must hold integers"),
+        # Python floats and bools were truncated silently (1.5 frames became 1).
+        (lambda s: s(V, A, visual_lengths=[1.5, 3]), r"visual_lengths must hold integers, got \[1.5, 3\]"),
+        (lambda s: s(V, A, visual_lengths=(2.0, 3.0)), r"visual_lengths must hold integers"),
+        (lambda s: s(V, A, visual_lengths=[True, 3]), r"visual_lengths must hold integers"),
+        (lambda s: s(V, A, audio_lengths=[70.7, 75]), r"audio_lengths must hold integers, got \[70.7, 75\]"),
         (
             lambda s: s(V, A, modality_mask=torch.ones(2, 3)),
             r"modality_mask must have shape .* \(2, 2\).*\(2, 3\)",

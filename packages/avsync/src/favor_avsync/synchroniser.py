@@ -19,6 +19,7 @@ Shape legend (used in every docstring of this module):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -565,9 +566,13 @@ class TemporalSynchroniser(nn.Module):
             t = lengths.to(device=device, dtype=torch.int64)
         else:
             try:
-                t = torch.as_tensor(list(lengths), dtype=torch.int64, device=device)
-            except (TypeError, ValueError, RuntimeError) as err:
+                values = list(lengths)
+            except TypeError as err:
                 raise ValueError(f"{name} must be a (B,) sequence of ints, got {lengths!r}") from err
+            # as_tensor(..., dtype=int64) would truncate 1.5 to 1 silently: only integers are lengths.
+            if not all(_is_integer(v) for v in values):
+                raise ValueError(f"{name} must hold integers, got {values!r}")
+            t = torch.as_tensor(values, dtype=torch.int64, device=device)
         if t.shape != (batch,):
             raise ValueError(
                 f"{name} must have shape ({batch},) (one length per sample), got {tuple(t.shape)}"
@@ -624,6 +629,15 @@ class TemporalSynchroniser(nn.Module):
                 f"(columns: visual, then each audio stream), got {tuple(mask.shape)}"
             )
         return mask.to(device)
+
+
+def _is_integer(value: object) -> bool:
+    """An int (Python, NumPy, or a 0-dim integer tensor), not a bool or a float."""
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not (
+            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+        )
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_nested(lengths: object) -> bool:
