@@ -225,6 +225,23 @@ def test_is_a_processor_mixin_and_auto_processor_loads_it(tiny, clip_path, tmp_p
     assert FavorProcessor.from_pretrained(tmp_path, qformer_max_length=16).qformer_max_length == 16
 
 
+def test_a_media_clip_at_another_frame_rate_is_refused(tiny, clip_path):
+    """A MediaClip decoded at 1 fps given to a 2 fps processor would play its frames twice as fast as its audio:
+    refused, naming the rates (as a waveform at another sample rate is)."""
+    from favor_avsync import load_media
+
+    _, processor = tiny
+    assert (
+        processor(text="q", media=load_media(clip_path, fps=processor.layout.fps))["pixel_values"].shape[1]
+        == 6
+    )
+    with pytest.raises(ValueError, match=r"media\[0\].*fps"):
+        processor(text="q", media=load_media(clip_path, fps=1.0))
+    audio_only = load_media(clip_path, fps=1.0)
+    audio_only.frames = None  # no frames: the frame rate does not matter
+    assert processor(text="q", media=audio_only)["audio_lengths"].tolist() == [3 * 16000]
+
+
 def _two_encoder_processor(chat_template=None):
     """A processor with two audio feature extractors of different settings and no Q-Former tokenizer."""
     layout = AVLayout(

@@ -306,6 +306,13 @@ class FavorProcessor(ProcessorMixin):
                 )
             if frames.shape[0] == 0:
                 frames = None
+        fps = getattr(clip, "fps", None)
+        if frames is not None and fps is not None and abs(float(fps) - self.layout.fps) > 1e-6:
+            # frame t is taken to start at t / layout.fps: other rates would drift against the audio
+            raise ValueError(
+                f"{name}: MediaClip.fps {float(fps):g} differs from the processor's {self.layout.fps:g} fps; "
+                f"decode with favor_avsync.load_media(..., fps={self.layout.fps:g}) or pass the path"
+            )
         if audio is not None:
             audio = _waveform(audio, clip.sample_rate, self.layout, name)
         if frames is None and audio is None:
