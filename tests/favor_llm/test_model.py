@@ -334,3 +334,34 @@ def test_placeholder_id_outside_the_llm_vocabulary(fresh_tiny, media):
         out = model(**{**inputs, "input_ids": ids})
     torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
     torch.testing.assert_close(out.loss, ref.loss, rtol=0, atol=0)
+
+
+def test_hidden_states_are_returned_and_generate_can_report_them(tiny, media):
+    """``output_hidden_states=True`` gives the LLM's hidden states (the AV tokens' included), in `forward` and in
+    ``generate(return_dict_in_generate=True, ...)``, as for any transformers causal LM."""
+    model, processor = tiny
+    inputs = processor(
+        text=["What?", "hi there"], media=[{"video": media["video"], "audio": media["audio"]}, None]
+    )
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True)
+        ref = model.causal_lm(
+            inputs_embeds=out.hidden_states[0],
+            attention_mask=inputs["attention_mask"],
+            output_hidden_states=True,
+            position_ids=(inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0),
+        )
+        generated = model.generate(
+            **inputs,
+            max_new_tokens=3,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_hidden_states=True,
+        )
+    layers = model.config.text_config.num_hidden_layers
+    assert len(out.hidden_states) == layers + 1
+    for mine, theirs in zip(out.hidden_states, ref.hidden_states):
+        torch.testing.assert_close(mine, theirs)
+    is_av = inputs["input_ids"] == processor.av_token_id
+    assert (out.hidden_states[0][is_av] != model.get_input_embeddings().weight[processor.av_token_id]).any()
+    assert len(generated.hidden_states) == 3 and len(generated.hidden_states[0]) == layers + 1

@@ -70,6 +70,9 @@ class FavorOutput(ModelOutput):
         cache: the LLM's KV cache (generation).
         av_tokens: ``(B, W, Q, H)`` Q-Former output tokens (before the LLM projection), ``None`` without media.
         window_mask: ``(B, W)`` real windows.
+        hidden_states: the LLM's hidden states (``output_hidden_states=True``): its input embeddings with the AV
+            tokens in place, then each layer's output, each ``(B, Lt, E)``.
+        attentions: the LLM's attention weights (``output_attentions=True``).
     """
 
     loss: torch.Tensor | None = None
@@ -79,6 +82,8 @@ class FavorOutput(ModelOutput):
     cache: Any = None
     av_tokens: torch.Tensor | None = None
     window_mask: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 class FavorPreTrainedModel(PreTrainedModel):
@@ -648,6 +653,8 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             cache=getattr(out, "cache", None) if hasattr(out, "cache") else out.get("past_key_values"),
             av_tokens=tokens,
             window_mask=window_mask,
+            hidden_states=getattr(out, "hidden_states", None),
+            attentions=getattr(out, "attentions", None),
         )
 
     # ---------------------------------------------------------------------------------------------- generation
