@@ -291,3 +291,16 @@ def test_audio_after_a_seek_equals_the_full_decode(tmp_path, container):
             continue
         assert clip.audio.shape == want.shape
         torch.testing.assert_close(clip.audio, want, rtol=0, atol=1e-3, msg=f"start={start}")
+
+
+@pytest.mark.parametrize("start", [0.2, 0.65])
+def test_start_without_seek_equals_the_full_decode_with_rounded_timestamps(tmp_path, start):
+    """WebM stores millisecond timestamps: after Opus's 312-sample pre-skip every packet's timestamp is 0.5 ms off
+    its content (13.5 ms rounded to 14). The clock follows the decoded samples while packets are contiguous, so
+    cutting at ``start`` keeps the full decode's samples (it was 8 samples late)."""
+    spec = make_test_clip(tmp_path / "opus.webm", container="webm", duration=2.0, tone_at=1.1)
+    full = load_media(spec.source).audio
+    clip = load_media(spec.source, start=start)
+    want = full[round(start * 16000) :]
+    assert clip.audio.shape == want.shape
+    torch.testing.assert_close(clip.audio, want, rtol=0, atol=1e-6)

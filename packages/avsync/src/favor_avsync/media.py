@@ -383,13 +383,22 @@ class _Decoder:
                 # ... but a little before it: lossy codecs decode a packet from the ones before it (MDCT overlap,
                 # the MP3 bit reservoir, Opus pre-roll); the pre-roll frames end before w0 and are skipped below.
                 _seek(container, stream, w0 - _AUDIO_PREROLL)
+            # The first frame after a seek is trimmed by the decoder (Opus pre-skip) and its timestamp rounded
+            # twice: it does not anchor the sample clock below.
+            untrusted = w0 > 1.0
             for frame in self._decode(container, stream):
                 t = _seconds(frame)
                 t = (expected if expected is not None else 0.0) if t is None else t - shift
+                if expected is not None and abs(t - expected) <= 1e-3:
+                    # Contiguous: follow the decoded samples, not timestamps rounded to the container's tick
+                    # (WebM's 1 ms puts Opus packets 0.5 ms off after the pre-skip).
+                    t = expected
                 frame_end = t + frame.samples / frame.sample_rate
                 if frame_end <= w0:
-                    expected = frame_end
+                    expected = None if untrusted else frame_end
+                    untrusted = False
                     continue
+                untrusted = False
                 if t >= w1:
                     beyond = True
                     break
