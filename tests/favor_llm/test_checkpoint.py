@@ -185,3 +185,16 @@ def test_dtype_given_as_a_string_or_auto(fresh_tiny, inputs, tmp_path):
     assert next(auto16.qformer.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="dtype"):
         FavorModel.from_pretrained(tmp_path / "full", dtype="bfloat17")
+
+
+def test_a_model_loaded_from_a_full_checkpoint_saves_a_loadable_delta(fresh_tiny, inputs, tmp_path):
+    """Fine-tuning a full (merged or converted) checkpoint and saving it the default way (a delta) must give a
+    checkpoint that loads: its frozen parts are referenced where they are, inside the full checkpoint."""
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "full", merge_lora=True)
+    loaded = FavorModel.from_pretrained(tmp_path / "full")
+    with torch.no_grad():
+        loaded.language_projection.bias.add_(0.5)  # "fine-tuned"
+    loaded.save_pretrained(tmp_path / "elsewhere" / "delta")
+    again = FavorModel.from_pretrained(tmp_path / "elsewhere" / "delta")
+    assert torch.equal(_logits(again, inputs), _logits(loaded, inputs))

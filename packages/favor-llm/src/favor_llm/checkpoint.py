@@ -425,6 +425,17 @@ def load_favor_model(
                     f"checkpoint {root}: LoRA weight {key} has shape {tuple(value.shape)}, model {shape}"
                 )
         set_peft_model_state_dict(model.language_model, adapter)
+    # Parts embedded in this checkpoint are referenced where they are, so that a delta saved from this model (the
+    # default `save_pretrained`, e.g. after fine-tuning a full or converted checkpoint) loads from anywhere.
+    model.config.component_sources = {
+        name: (
+            {k: v for k, v in src.items() if k != "embedded"}
+            | {"name_or_path": str(Path(_source_path(root, src, name)).resolve())}
+            if src.get("embedded")
+            else src
+        )
+        for name, src in sources.items()
+    }
     if (root / GENERATION_CONFIG_NAME).is_file():
         from transformers import GenerationConfig
 
