@@ -227,3 +227,23 @@ def test_features_keep_the_input_dtype_whatever_the_modality_mask_dtype(data_dty
     assert out.features.dtype == data_dtype
     want = TemporalSynchroniser(mode=mode)(visual, audio, modality_mask=torch.tensor([mask] * 2))
     assert torch.equal(out.features, want.features)
+
+
+@given(
+    dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+    rate=st.sampled_from([100.0, 2000.0, 16000.0, 333.0]),
+    value=st.floats(-4.0, 4.0, allow_nan=False, width=16),
+    length=st.integers(1, 3000),
+)
+def test_pool_averages_half_precision_like_float32(dtype, rate, value, length):
+    # Pooling hundreds of steps per slot: the running sum must not be kept in bf16/fp16 (a constant came out 2% low).
+    sync = TemporalSynchroniser(fps=2.0, audio_rates=(rate,), tokens_per_frame=32, overflow="pool")
+    steps = min(length, int(rate))
+    noise = torch.randn(1, steps, 3).to(dtype)
+    constant = torch.full((1, steps, 3), value, dtype=dtype)
+    visual = torch.zeros(1, 0, 32, 1, dtype=dtype)
+    out = sync(visual, constant, modality_mask=torch.tensor([[0, 1]]))
+    real = out.features[0, :, :, 1:][out.features[0, :, :, 1:] != 0]
+    assert torch.all(real == constant[0, 0, 0]) or value == 0
+    want = sync(visual.float(), noise.float(), modality_mask=torch.tensor([[0, 1]])).features.to(dtype)
+    assert torch.equal(sync(visual, noise, modality_mask=torch.tensor([[0, 1]])).features, want)

@@ -497,11 +497,14 @@ class TemporalSynchroniser(nn.Module):
         rows = torch.arange(batch, device=device)[:, None].expand(-1, steps)
         values = stream
         if pooling:
-            count = torch.zeros(batch, dump + 1, dtype=stream.dtype, device=device)
-            count.index_put_((rows, dest), torch.ones((), dtype=stream.dtype, device=device), accumulate=True)
-            values = stream / count.gather(1, dest)[:, :, None]
-        out = stream.new_zeros(batch, dump + 1, dim).index_put((rows, dest), values, accumulate=pooling)
-        out = out[:, :dump].reshape(batch, frames, n, dim)
+            # Counts and sums in at least float32: a bf16/fp16 running sum of hundreds of steps stalls (a
+            # constant came out 2% low) and bf16 counts past 256 are not exact.
+            acc = torch.promote_types(stream.dtype, torch.float32)
+            count = torch.zeros(batch, dump + 1, dtype=acc, device=device)
+            count.index_put_((rows, dest), torch.ones((), dtype=acc, device=device), accumulate=True)
+            values = stream.to(acc) / count.gather(1, dest)[:, :, None]
+        out = values.new_zeros(batch, dump + 1, dim).index_put((rows, dest), values, accumulate=pooling)
+        out = out[:, :dump].reshape(batch, frames, n, dim).to(stream.dtype)
         return out, dropped.to(torch.int64)
 
     # ------------------------------------------------------------------ input checks
