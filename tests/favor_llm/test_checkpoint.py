@@ -198,3 +198,14 @@ def test_a_model_loaded_from_a_full_checkpoint_saves_a_loadable_delta(fresh_tiny
     loaded.save_pretrained(tmp_path / "elsewhere" / "delta")
     again = FavorModel.from_pretrained(tmp_path / "elsewhere" / "delta")
     assert torch.equal(_logits(again, inputs), _logits(loaded, inputs))
+
+
+def test_a_moved_frozen_component_is_a_clear_error(fresh_tiny, tmp_path):
+    """A delta whose referenced base directory is gone names the component and the path (not a Hub repo-id
+    error from deep in huggingface_hub)."""
+    model, _ = fresh_tiny
+    model.save_frozen_components(tmp_path / "base")
+    model.save_pretrained(tmp_path / "delta")
+    (tmp_path / "base").rename(tmp_path / "moved")
+    with pytest.raises(ValueError, match=r"component_sources\['text'\].*base"):
+        FavorModel.from_pretrained(tmp_path / "delta")

@@ -329,9 +329,15 @@ def save_frozen_components(model: FavorModel, directory: str | Path) -> dict[str
 def _source_path(root: Path, source: dict, name: str) -> str | Path:
     if "name_or_path" not in source:
         raise ValueError(f"component_sources[{name!r}]: needs a 'name_or_path', got {source}")
-    if source.get("embedded"):
-        return root / source["name_or_path"]
-    return source["name_or_path"]
+    path = root / source["name_or_path"] if source.get("embedded") else source["name_or_path"]
+    text = str(path)
+    looks_local = source.get("embedded") or Path(text).is_absolute() or text.startswith((".", "~"))
+    if looks_local and not Path(text).expanduser().exists():  # a Hub repo id never looks like this
+        raise ValueError(
+            f"component_sources[{name!r}]: {text} does not exist (was the directory of the frozen parts moved or "
+            "deleted? point config.json's component_sources at it, or pass config=...)"
+        )
+    return path
 
 
 def _resolve_dtype(dtype: Any) -> torch.dtype | str | None:
