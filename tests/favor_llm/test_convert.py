@@ -249,3 +249,22 @@ def test_default_config_is_the_released_one_with_the_llms_text_config(parts, ref
     assert "lora_" not in message  # rank 4 read from the checkpoint
     assert "unknown released keys" not in message
     assert "missing" not in message  # the Q-Former's keys are accounted for by its size mismatch
+
+
+def test_the_llms_generation_config_is_kept(parts, reference_dir, tmp_path):
+    """The base LLM's generation_config.json (a chat model's end-of-turn ids, its sampling defaults) is the
+    converted model's generation config."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    model, _, root = parts
+    llm = tmp_path / "llm"
+    shutil.copytree(root / "frozen" / "text", llm)
+    eos = [model.config.text_config.eos_token_id, 7]
+    GenerationConfig(eos_token_id=eos, do_sample=True, top_p=0.6, temperature=0.9).save_pretrained(llm)
+    released = _released_delta(model, reference_dir / REFERENCE_FILES[1])
+    out = convert_released_checkpoint(released, llm=llm, out=tmp_path / "c", config=model.config)
+    loaded = FavorModel.from_pretrained(out)
+    assert loaded.generation_config.eos_token_id == eos
+    assert loaded.generation_config.top_p == 0.6 and loaded.generation_config.do_sample

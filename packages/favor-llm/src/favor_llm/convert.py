@@ -27,8 +27,8 @@ padding of a partial last window is kept (``causal_attends_window_padding=True``
 computes what the released one computes (checked against ``shared/reference`` in the tests).
 
 The frozen parts are referenced, not copied, through ``FavorConfig.component_sources`` (vision: an InstructBLIP
-checkpoint, audio: a Whisper checkpoint, text: the base LLM given as ``llm``). Only the LLM's config and
-tokenizer are read during conversion; no large weights are loaded.
+checkpoint, audio: a Whisper checkpoint, text: the base LLM given as ``llm``). Only the LLM's config, generation
+config and tokenizer are read during conversion; no large weights are loaded.
 """
 
 from __future__ import annotations
@@ -462,6 +462,12 @@ def convert_released_checkpoint(
     if still_meta:
         raise ValueError(f"internal key map error: trainable weights not converted {_short(still_meta)}")
 
+    try:  # the LLM's generation defaults (e.g. a chat model's end-of-turn ids) are the model's
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(llm)
+    except OSError:  # no generation_config.json: the ids of its config
+        pass
     out = Path(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
