@@ -11,6 +11,7 @@ from favor_qformer import (
     CausalQFormer,
     CausalQFormerConfig,
     block_causal_mask,
+    count_windows,
     diversity_loss,
 )
 
@@ -290,3 +291,25 @@ def test_all_masked_diversity_loss_ignores_non_finite_masked_windows():
     assert loss.item() == 0.0
     loss.backward()
     assert garbage.grad is not None and torch.equal(garbage.grad, torch.zeros_like(garbage))
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (
+            (5, 3, 0),
+            r"window_stride: expected an int in \[1, window_size=3\].*got 0",
+        ),  # was ZeroDivisionError
+        (
+            (5, 3, 4),
+            r"window_stride: expected an int in \[1, window_size=3\].*got 4",
+        ),  # was 2 windows skipping
+        ((5, 0, 1), r"window_size: expected an int >= 1, got 0"),  # was 6 windows
+        ((5.5, 3, 1), r"num_frames: expected an int >= 0, got 5.5"),  # was 4 windows
+        ((-1, 3, 1), r"num_frames: expected an int >= 0, got -1"),
+    ],
+)
+def test_count_windows_errors(args, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        count_windows(*args)
+    assert count_windows(0, 3, 1) == 0 and count_windows(5, 3, 1) == 3 and count_windows(7, 3, 3) == 3

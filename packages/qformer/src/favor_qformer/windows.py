@@ -17,6 +17,7 @@ out of cross-attention (and, by default, out of the causal module).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,8 +26,25 @@ from einops import rearrange
 
 
 def count_windows(num_frames: int, window_size: int, window_stride: int) -> int:
-    """Windows of a video with ``num_frames`` real frames (0 for an empty video)."""
-    if num_frames <= 0:
+    """Windows of a video with ``num_frames`` real frames (0 for an empty video).
+
+    Raises:
+        ValueError: ``num_frames`` not an int >= 0, ``window_size`` not an int >= 1, or ``window_stride`` not an
+            int in ``[1, window_size]`` (the rule ``CausalQFormerConfig`` enforces).
+    """
+    for name, value, low in (("num_frames", num_frames, 0), ("window_size", window_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    if (
+        isinstance(window_stride, bool)
+        or not isinstance(window_stride, numbers.Integral)
+        or not 1 <= window_stride <= window_size
+    ):
+        raise ValueError(
+            f"window_stride: expected an int in [1, window_size={window_size}] (a larger stride would skip "
+            f"frames), got {window_stride!r}"
+        )
+    if num_frames == 0:
         return 0
     return 1 + math.ceil(max(0, num_frames - window_size) / window_stride)
 
