@@ -304,3 +304,28 @@ def test_start_without_seek_equals_the_full_decode_with_rounded_timestamps(tmp_p
     want = full[round(start * 16000) :]
     assert clip.audio.shape == want.shape
     torch.testing.assert_close(clip.audio, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cut", [{"end": 0.5}, {"max_seconds": 0.5}, {"start": 0.1, "end": 0.6}])
+def test_cut_before_a_late_stream_starts(tmp_path, cut):
+    """A window that ends before one stream starts is not a corrupt file: the late video is black there and the
+    late audio silent, as they are before a late start in a longer window (this raised "corrupt or truncated?"
+    for the video and returned no audio at all)."""
+    late_video = make_test_clip(tmp_path / "late_video.mp4", container="mp4", video_offset=0.7, tone_at=0.2)
+    late_audio = make_test_clip(tmp_path / "late_audio.mkv", container="mkv", audio_offset=0.7, tone_at=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # max_seconds warns about the cut (tested elsewhere)
+        video_clip = load_media(late_video.source, **cut)
+        audio_clip = load_media(late_audio.source, **cut)
+    for clip in (video_clip, audio_clip):
+        assert clip.duration == pytest.approx(0.5)
+        assert clip.num_frames == 1  # [0, 0.5)
+        assert clip.audio is not None and clip.audio.shape == (8000,)
+    assert video_clip.frames.max().item() == 0 and math.isnan(video_clip.source_times[0].item())
+    assert video_clip.frames.shape[1:] == (3, 48, 64)
+    start = cut.get("start", 0.0)
+    assert tone_onset(video_clip.audio.numpy(), 16000) == pytest.approx(0.2 - start, abs=0.005)
+    assert audio_clip.audio.abs().max().item() == 0.0
+    assert audio_clip.source_times[0].item() + start == pytest.approx(
+        late_audio.frame_showing_at(start + 0.25), abs=1e-3
+    )

@@ -428,7 +428,9 @@ class _Decoder:
             container.close()
             if bar is not None:
                 bar.close()
-        if first is None:  # no audio in the window
+        if first is None and beyond:  # the stream starts at or after w1: silent over the whole window
+            return torch.zeros(round((w1 - w0) * sr), dtype=torch.float32), w1, beyond
+        if first is None:  # the stream ended before the window
             return torch.zeros(0, dtype=torch.float32), None, beyond
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         if declared_end is not None and first + samples.shape[0] / sr > declared_end:
@@ -507,23 +509,34 @@ class _Decoder:
                 prev, prev_rgb = (frame, p), None
                 if bar is not None:
                     bar.update(max(0.0, p - w0 - bar.n))
-            if prev is None:
+            if prev is None and next_time is None:
                 raise MediaError(
                     f"{self.name}: no video frame could be decoded in [{w0:.2f}, {w1:.2f}) s (corrupt or truncated?)"
                 )
-            frame, p = prev
-            # The last kept frame is on screen until the next one; only at the real end of the stream does its
-            # duration have to be guessed (its own, else the last gap, else the nominal rate).
-            duration = next_time - p if next_time is not None else _frame_duration(frame, stream, last_gap)
-            beyond |= p + duration > w1 + 1e-3  # the last frame is still on screen past the end
-            video_end = min(p + duration, w1)
-            n_total = frames_for_seconds(video_end - w0, fps)
-            while t_out < n_total:
-                if prev_rgb is None:
-                    prev_rgb = _rgb(frame)
-                kept.append(prev_rgb)
-                kept_times.append(p)
-                t_out += 1
+            if prev is None:
+                # The video starts at or after w1: black over the whole window, as before any late start.
+                video_end = w1
+                n_total = frames_for_seconds(video_end - w0, fps)
+                black = np.zeros((3, height or frame.height, width or frame.width), dtype=np.uint8)
+                kept += [black] * (n_total - t_out)
+                kept_times += [math.nan] * (n_total - t_out)
+                t_out = n_total
+            else:
+                frame, p = prev
+                # The last kept frame is on screen until the next one; only at the real end of the stream does
+                # its duration have to be guessed (its own, else the last gap, else the nominal rate).
+                duration = (
+                    next_time - p if next_time is not None else _frame_duration(frame, stream, last_gap)
+                )
+                beyond |= p + duration > w1 + 1e-3  # the last frame is still on screen past the end
+                video_end = min(p + duration, w1)
+                n_total = frames_for_seconds(video_end - w0, fps)
+                while t_out < n_total:
+                    if prev_rgb is None:
+                        prev_rgb = _rgb(frame)
+                    kept.append(prev_rgb)
+                    kept_times.append(p)
+                    t_out += 1
         finally:
             container.close()
             if bar is not None:
