@@ -73,3 +73,17 @@ def test_gradient_accumulation_averages_the_micro_batches(fresh_tiny, media, tmp
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=processor.collate)
     result = trainer.train()
     assert result.training_loss == pytest.approx(sum(losses) / 2, rel=1e-4)
+
+
+def test_trainer_dropping_the_example_keys_is_a_clear_error(fresh_tiny, media, tmp_path):
+    """Trainer's default remove_unused_columns=True strips 'text' / 'media' / 'answer' (not forward arguments)
+    before the collator runs: the error says which setting to change."""
+    from transformers import Trainer, TrainingArguments
+
+    model, processor = fresh_tiny
+    data = [{"text": "What?", "media": media["short_audio"], "answer": "red"}] * 2
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1, report_to=[], use_cpu=True
+    )
+    with pytest.raises(ValueError, match="remove_unused_columns=False"):
+        Trainer(model=model, args=args, train_dataset=data, data_collator=processor.collate).train()

@@ -481,13 +481,20 @@ class FavorProcessor(ProcessorMixin):
 
     def collate(self, examples: list[dict[str, Any]]) -> BatchFeature:
         """A data collator: ``[{"text": q, "media": m, "answer": a}, ...]`` -> one training batch (``labels`` when
-        every example has an answer). Use it as ``DataLoader(dataset, collate_fn=processor.collate)``."""
+        every example has an answer). Use it as ``DataLoader(dataset, collate_fn=processor.collate)``, or as transformers'
+        ``Trainer(data_collator=processor.collate)`` with ``TrainingArguments(remove_unused_columns=False)``."""
         if not examples:
             raise ValueError("examples: the batch is empty")
         for i, ex in enumerate(examples):
             if not isinstance(ex, dict) or "text" not in ex:
+                hint = (
+                    " (transformers' Trainer removes the keys FavorModel.forward does not take before the collator "
+                    "runs: set TrainingArguments(remove_unused_columns=False))"
+                    if isinstance(ex, dict) and not ({"media", "answer"} & set(ex))
+                    else ""
+                )
                 raise ValueError(
-                    f"examples[{i}]: expected a dict with 'text' (and 'media', 'answer'), got {ex!r}"
+                    f"examples[{i}]: expected a dict with 'text' (and 'media', 'answer'), got {ex!r}{hint}"
                 )
         answers = [ex.get("answer") for ex in examples]
         if any(a is None for a in answers) and not all(a is None for a in answers):
