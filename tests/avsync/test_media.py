@@ -329,3 +329,37 @@ def test_cut_before_a_late_stream_starts(tmp_path, cut):
     assert audio_clip.source_times[0].item() + start == pytest.approx(
         late_audio.frame_showing_at(start + 0.25), abs=1e-3
     )
+
+
+@pytest.mark.parametrize("sample_rate", [16000, 44100])
+def test_gap_in_audio_timestamps_keeps_time_when_resampling(tmp_path, sample_rate):
+    """A stream with no packets for [1.0, 1.5) s is filled with silence; what follows stays on the clock. The
+    resampler holds a few samples back, so the silence must go after them (it went before and the rest of the
+    audio landed 1 ms late)."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / f"gap_{sample_rate}.mkv"
+    n = 3 * sample_rate
+    t = np.arange(n) / sample_rate
+    signal = np.where((t >= 2.0) & (t < 2.2), 0.5 * np.sin(2 * np.pi * 1000 * (t - 2.0)), 0.0)
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("pcm_s16le", rate=sample_rate)
+        stream.layout = "mono"
+        stream.codec_context.time_base = Fraction(1, sample_rate)
+        chunk = sample_rate // 50
+        for s in range(0, n, chunk):
+            if sample_rate <= s < 1.5 * sample_rate:
+                continue  # the gap
+            data = np.round(signal[s : s + chunk] * 32767).astype(np.int16)[None]
+            frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = sample_rate, s, Fraction(1, sample_rate)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    clip = load_media(path)
+    assert clip.audio.shape == (48000,)
+    assert clip.audio[16000:24000].abs().max().item() == 0.0  # the gap is silent
+    assert tone_onset(clip.audio.numpy(), 16000) == pytest.approx(2.0, abs=2e-4)

@@ -405,7 +405,15 @@ class _Decoder:
                 if first is None:
                     first = t
                 elif expected is not None and t > expected + 1e-3:
-                    # A gap in the timestamps: fill it with silence to stay on the clock.
+                    # A gap in the timestamps: fill it with silence to stay on the clock. The resampler still
+                    # holds samples from before the gap: drain it first so they are counted and come before the
+                    # silence (a fresh one takes over after the gap).
+                    if resampler is not None:
+                        for out in resampler.resample(None):
+                            mono = out.to_ndarray().mean(axis=0, dtype=np.float64).astype(np.float32)
+                            chunks.append(mono)
+                            produced += mono.shape[0]
+                        resampler = None
                     gap = round((t - first) * sr) - produced
                     if gap > 0:
                         chunks.append(np.zeros(gap, dtype=np.float32))
