@@ -10,6 +10,7 @@ from favor_qformer import (
     BlockCausalAttention,
     CausalQFormer,
     CausalQFormerConfig,
+    MultiHeadAttention,
     block_causal_mask,
     count_windows,
     diversity_loss,
@@ -313,3 +314,31 @@ def test_count_windows_errors(args, pattern):
     with pytest.raises(ValueError, match=pattern):
         count_windows(*args)
     assert count_windows(0, 3, 1) == 0 and count_windows(5, 3, 1) == 3 and count_windows(7, 3, 3) == 3
+
+
+@pytest.mark.parametrize(
+    ("x", "context", "pattern"),
+    [
+        (
+            torch.randn(2, 3, 7),
+            torch.randn(2, 4, 6),
+            r"x: expected \(batch, tokens, 8\), got shape \(2, 3, 7\)",
+        ),
+        (torch.randn(3, 8), None, r"x: expected \(batch, tokens, 8\), got shape \(3, 8\)"),
+        (
+            torch.randn(2, 3, 8),
+            torch.randn(2, 4, 5),
+            r"context: expected \(batch=2, tokens, 6\), got shape \(2, 4, 5\)",
+        ),
+        (
+            torch.randn(2, 3, 8),
+            torch.randn(3, 4, 6),
+            r"context: expected \(batch=2, tokens, 6\), got shape \(3, 4, 6\)",
+        ),
+    ],
+)
+def test_multi_head_attention_shape_errors(x, context, pattern):
+    # Public block: wrong widths were matmul RuntimeErrors, a wrong batch a backend refusal about q/k/v.
+    block = MultiHeadAttention(8, 2, kv_dim=6)
+    with pytest.raises(ValueError, match=pattern):
+        block(x, context)

@@ -67,6 +67,14 @@ class MultiHeadAttention(nn.Module):
         the mask is exactly "the first ``key_lengths[b]`` keys are real", which lets a backend pack rows.
         """
         source = x if context is None else context
+        width, kv_width = self.query.in_features, self.key.in_features
+        if x.dim() != 3 or x.shape[-1] != width:
+            raise ValueError(f"x: expected (batch, tokens, {width}), got shape {tuple(x.shape)}")
+        if source.dim() != 3 or source.shape[0] != x.shape[0] or source.shape[-1] != kv_width:
+            name = "x" if context is None else "context"
+            raise ValueError(
+                f"{name}: expected (batch={x.shape[0]}, tokens, {kv_width}), got shape {tuple(source.shape)}"
+            )
         heads = self.num_heads
         q = rearrange(self.query(x), "b l (h d) -> b h l d", h=heads)
         k = rearrange(self.key(source), "b l (h d) -> b h l d", h=heads)
