@@ -365,3 +365,38 @@ def test_hidden_states_are_returned_and_generate_can_report_them(tiny, media):
     is_av = inputs["input_ids"] == processor.av_token_id
     assert (out.hidden_states[0][is_av] != model.get_input_embeddings().weight[processor.av_token_id]).any()
     assert len(generated.hidden_states) == 3 and len(generated.hidden_states[0]) == layers + 1
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ({"pixel_values": torch.randn(1, 6, 3, 64, 64)}, r"pixel_values: .*\(3, 32, 32\).*\(3, 64, 64\)"),
+        ({"pixel_values": torch.randn(1, 6, 1, 32, 32)}, r"pixel_values: .*\(3, 32, 32\).*\(1, 32, 32\)"),
+        ({"input_features": torch.randn(1, 2, 64, 500)}, r"input_features: .*\(80, 500\).*\(64, 500\)"),
+        ({"input_features": torch.randn(1, 2, 80, 3000)}, r"input_features: .*\(80, 500\).*\(80, 3000\)"),
+        ({"audio_lengths": torch.tensor([-5])}, r"audio_lengths: .*-5"),
+        ({"pixel_lengths": torch.tensor([-1])}, r"pixel_lengths: .*-1"),
+        ({"audio_lengths": [7 * 16000]}, None),  # a list is fine (as a tensor)
+        ({"pixel_lengths": [6], "frame_lengths": [6]}, None),
+    ],
+)
+def test_bad_media_tensors_are_clear_errors(tiny, media, override, match):
+    """Media tensors given to the model directly (not through the processor): wrong frame size or channels, wrong
+    mel bins or window length, negative lengths are ValueErrors naming the argument, not errors from deep in the
+    encoders; lengths may be lists."""
+    model, processor = tiny
+    inputs = dict(processor(text="q", media={"video": media["video"], "audio": media["audio"]}))
+    if match is None:
+        with torch.no_grad():
+            expected = model(**inputs).logits
+            assert torch.equal(model(**{**inputs, **override}).logits, expected)
+        return
+    with pytest.raises(ValueError, match=match):
+        model(**{**inputs, **override})
+
+
+def test_attention_mask_of_another_length_is_a_clear_error(tiny, media):
+    model, processor = tiny
+    inputs = processor(text=["q", "rr"], media=[media["video"], None])
+    with pytest.raises(ValueError, match=r"attention_mask: .*\(2, 2[0-9]\)"):
+        model(**{**inputs, "attention_mask": inputs["attention_mask"][:, 1:]})

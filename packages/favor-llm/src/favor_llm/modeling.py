@@ -359,7 +359,11 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         batch = _batch_size(batch_size, pixel_values, input_features)
         zeros = torch.zeros(batch, dtype=torch.long, device=device)
         pixel_lengths = _lengths(pixel_lengths, pixel_values, 1, batch, "pixel_lengths", device)
-        frame_lengths = pixel_lengths.clone() if frame_lengths is None else frame_lengths.to(device).long()
+        frame_lengths = (
+            pixel_lengths.clone()
+            if frame_lengths is None
+            else torch.as_tensor(frame_lengths, device=device).long()
+        )
         features_list = _as_list(input_features, len(self.audio_encoders))
         if audio_lengths is None:
             audio_lengths = zeros if input_features is None else None
@@ -367,9 +371,16 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             raise ValueError(
                 "audio_lengths: required with input_features (audio samples per sample, 0 = no audio)"
             )
-        audio_lengths = audio_lengths.to(device).long()
+        audio_lengths = torch.as_tensor(audio_lengths, device=device).long()
         _check_batch("frame_lengths", frame_lengths, batch)
         _check_batch("audio_lengths", audio_lengths, batch)
+        for name, lengths in (
+            ("pixel_lengths", pixel_lengths),
+            ("frame_lengths", frame_lengths),
+            ("audio_lengths", audio_lengths),
+        ):
+            if batch and int(lengths.min()) < 0:
+                raise ValueError(f"{name}: expected lengths >= 0, got {lengths.tolist()}")
         repeat = (pixel_lengths == 1) & (frame_lengths > 1)
         if bool(((pixel_lengths != frame_lengths) & ~repeat).any()):
             raise ValueError(
@@ -421,6 +432,15 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"pixel_values: expected (batch, frames, channels, height, width), got shape {tuple(pixel_values.shape)}"
             )
+        vision_config = self.config.vision_config
+        size = vision_config.image_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        frame_shape = (int(getattr(vision_config, "num_channels", 3)), int(height), int(width))
+        if tuple(pixel_values.shape[2:]) != frame_shape:
+            raise ValueError(
+                f"pixel_values: frames must be (channels, height, width) = {frame_shape} for the vision tower, got "
+                f"{tuple(pixel_values.shape[2:])} (FavorProcessor resizes and normalises frames)"
+            )
         real = torch.arange(pixel_values.shape[1], device=device)[None, :] < pixel_lengths[:, None]  # (B, F)
         pixels = pixel_values.to(device)[real]  # (sum F, C, H, W)
         ids = mask = None
@@ -466,6 +486,13 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             if feats.ndim != 4 or feats.shape[0] != batch:
                 raise ValueError(
                     f"input_features: expected (batch={batch}, chunks, mel_bins, frames), got {tuple(feats.shape)}"
+                )
+            window = (int(cfg.num_mel_bins), 2 * int(cfg.max_source_positions))
+            if tuple(feats.shape[2:]) != window:
+                raise ValueError(
+                    f"input_features: each window must be (mel_bins, frames) = {window} for this Whisper encoder, "
+                    f"got {tuple(feats.shape[2:])} (a feature extractor with feature_size={window[0]} and "
+                    f"n_samples={chunk_samples(cfg, sample_rate)})"
                 )
             per_chunk = chunk_samples(cfg, sample_rate)
             chunks = torch.div(audio_lengths + per_chunk - 1, per_chunk, rounding_mode="floor")
@@ -618,6 +645,17 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         ):
             raise ValueError(
                 f"attention_mask: expected batch size {inputs_embeds.shape[0]}, got shape {tuple(attention_mask.shape)}"
+            )
+        no_past = cache is None or _cache_length(cache) == 0
+        if (
+            attention_mask is not None
+            and attention_mask.ndim == 2
+            and no_past
+            and attention_mask.shape != inputs_embeds.shape[:2]
+        ):
+            raise ValueError(
+                f"attention_mask: expected shape {tuple(inputs_embeds.shape[:2])} like input_ids, got "
+                f"{tuple(attention_mask.shape)}"
             )
         if position_ids is None and attention_mask is not None:
             # Positions count real tokens only, so left padding does not shift a sample's positions.
