@@ -241,3 +241,29 @@ def test_refusal_names_the_torch_xformers_was_built_for(monkeypatch):
     xformers_backend._PROBES.clear()
     assert "NotImplementedError" in failure
     assert "built for torch 2.10.0+cu128" in failure and f"running torch {torch.__version__}" in failure
+
+
+def test_xformers_refusing_a_shape_falls_back_to_sdpa(monkeypatch, caplog):
+    """xformers' kernels refuse some shapes the probe does not cover (on A100/H100 in half precision its cutlass
+    kernel needs ``head_dim % 8 == 0``; it raises NotImplementedError "No operator found"). That must fall back
+    like any other refusal, never fail the forward pass."""
+    calls: list[str] = []
+    kernel = _fake_memory_efficient_attention(calls)
+
+    def picky(q, k, v, attn_bias=None, p=0.0, scale=None):  # xformers' dispatcher, in miniature
+        if q.shape[-1] % 8:
+            raise NotImplementedError(
+                f"No operator found for `memory_efficient_attention_forward`: K={q.shape[-1]}"
+            )
+        return kernel(q, k, v, attn_bias=attn_bias, p=p, scale=scale)
+
+    monkeypatch.setattr(xformers_backend, "_load_xformers", lambda: (picky, _block_diagonal_mask()))
+    model = tiny_model()  # Q-Former head dim 16 / 2 = 8 (runs), causal module 12 / 2 = 6 (refused)
+    features = torch.randn(2, 5, 2, 12)
+    frame_mask = torch.arange(5)[None, :] < torch.tensor([5, 2])[:, None]
+    with caplog.at_level(logging.WARNING, logger="favor_qformer"):
+        _models_agree(model, features, frame_mask, "xformers")
+        _models_agree(model, features, frame_mask, "auto")
+    assert calls, "the shapes xformers accepts still run on it"
+    lines = [r.getMessage() for r in caplog.records if r.name == "favor_qformer"]
+    assert len(lines) == 1 and "using sdpa" in lines[0] and "No operator found" in lines[0], lines

@@ -89,5 +89,23 @@ def select_backend(name: str, inputs: AttentionInputs) -> AttentionBackend:
 
 
 def attention(inputs: AttentionInputs, backend: str = "auto") -> torch.Tensor:
-    """Run ``inputs`` on the backend ``select_backend(backend, inputs)`` picks; returns (B, h, Lq, d)."""
-    return select_backend(backend, inputs)(inputs)
+    """Run ``inputs`` on the backend ``select_backend(backend, inputs)`` picks; returns (B, h, Lq, d).
+
+    xformers' own dispatcher may still refuse a shape its kernels do not cover (``NotImplementedError``, e.g. a
+    head width that is not a multiple of 8 in half precision on recent GPUs): that falls back like any refusal.
+    """
+    chosen = select_backend(backend, inputs)
+    if chosen.name != "xformers":
+        return chosen(inputs)
+    try:
+        return chosen(inputs)
+    except NotImplementedError as error:
+        text = str(error).strip().splitlines()
+        for name in ("sdpa", "eager"):
+            if not BACKENDS[name].supports(inputs):
+                _log_once(
+                    f"favor_qformer: xformers refused these inputs, using {name}: "
+                    f"NotImplementedError: {text[0] if text else ''}"
+                )
+                return BACKENDS[name](inputs)
+        raise
