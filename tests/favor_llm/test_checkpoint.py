@@ -209,3 +209,16 @@ def test_a_moved_frozen_component_is_a_clear_error(fresh_tiny, tmp_path):
     (tmp_path / "base").rename(tmp_path / "moved")
     with pytest.raises(ValueError, match=r"component_sources\['text'\].*base"):
         FavorModel.from_pretrained(tmp_path / "delta")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_map_puts_every_part_on_the_llms_device(fresh_tiny, inputs, tmp_path):
+    """``from_pretrained(device_map=...)`` places the LLM; the encoders, Q-Former and projections must follow it
+    (else the AV tokens are on the CPU while the LLM's embeddings are on the GPU)."""
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "full", merge_lora=True)
+    loaded = FavorModel.from_pretrained(tmp_path / "full", device_map="cuda")
+    assert {p.device.type for p in loaded.parameters()} == {"cuda"}
+    with torch.no_grad():
+        logits = loaded(**inputs.to("cuda")).logits.cpu()
+    torch.testing.assert_close(logits, _logits(model, inputs.to("cpu")), rtol=1e-4, atol=1e-4)

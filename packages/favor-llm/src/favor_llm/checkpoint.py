@@ -390,6 +390,10 @@ def load_favor_model(
         dtype = None if llm.dtype == torch.float32 else llm.dtype
     with no_init_weights():  # every other weight is loaded below, strictly
         model = cls(config, language_model=llm)
+    if device_map is not None:  # the parts around the LLM follow it (to where its input embeddings are)
+        target = llm.get_input_embeddings().weight.device
+        for name in ("vision", "audio_encoders", "audio_projections", "qformer", "language_projection"):
+            getattr(model, name).to(target)
     for name, module in [("vision", model.vision)] + [
         (f"audio_{k}", enc.encoder) for k, enc in enumerate(model.audio_encoders)
     ]:
