@@ -363,3 +363,20 @@ def test_gap_in_audio_timestamps_keeps_time_when_resampling(tmp_path, sample_rat
     assert clip.audio.shape == (48000,)
     assert clip.audio[16000:24000].abs().max().item() == 0.0  # the gap is silent
     assert tone_onset(clip.audio.numpy(), 16000) == pytest.approx(2.0, abs=2e-4)
+
+
+@pytest.mark.parametrize("start", [0.09, 0.47, 0.57])
+def test_source_frame_exactly_at_a_sampling_instant_is_shown(tmp_path, start):
+    """Frame t shows the source frame at or before ``start + (t + 0.5) / fps``. With 50 fps source frames and a
+    start of 0.09 s, instants such as 0.34 s hit a source frame exactly; float rounding of the sum (0.3399...)
+    used to pick the frame before it."""
+    spec = make_test_clip(
+        tmp_path / "fifty.mkv", container="mkv", fps=50.0, duration=4.0, colour_period=0.14, audio=False
+    )
+    clip = load_media(spec.source, start=start, end=start + 3.0)
+    assert clip.num_frames == 6
+    for t in range(clip.num_frames):
+        shown = spec.frame_showing_at(start + (t + 0.5) / 2)
+        assert clip.source_times[t].item() + start == pytest.approx(shown, abs=1e-6), f"frame {t}"
+        got = nearest_colour(clip.frames[t].double().mean(dim=(1, 2)).tolist(), spec.colours)
+        assert got == spec.colour_index_at(shown), f"frame {t}"

@@ -47,6 +47,8 @@ _IMAGE_FORMATS = (
 #: Encoder delay (priming samples) assumed for raw ADTS AAC, which cannot declare it (FFmpeg's and most AAC-LC
 #: encoders use 1024).
 _ADTS_PRIMING = 1024
+#: Float slack (seconds) when comparing a sampling instant with a source frame's timestamp.
+_TIME_SLACK = 1e-6
 #: Seconds decoded before ``start`` after an audio seek, so the first kept packets decode as in a full pass
 #: (AAC and MP3 need one to a few frames, Opus recommends 80 ms).
 _AUDIO_PREROLL = 0.5
@@ -498,7 +500,9 @@ class _Decoder:
                     next_time = p
                     break
                 # Emit every output frame whose centre lies before this frame: the previous frame shows there.
-                while w0 + (t_out + 0.5) * step < p and t_out * step < w1 - w0:
+                # (1 us of slack: a source frame exactly at a centre is "at or before" it even when the float sum
+                # start + (t + 0.5) / fps rounds just below its timestamp, as 0.09 + 0.25 does below 0.34.)
+                while w0 + (t_out + 0.5) * step < p - _TIME_SLACK and t_out * step < w1 - w0:
                     if prev is None:
                         if black is None:
                             black = np.zeros(
