@@ -120,7 +120,9 @@ class FavorConfig(PretrainedConfig):
         audio_hidden_size: width each audio stream is projected to before synchronisation (released: 768, the
             visual token width; ``None`` = the visual token width).
         fps: frames per second sampled from videos (2 as released).
-        sync_mode: `favor_avsync.TemporalSynchroniser` mode (``"time"`` or ``"released"``).
+        sync_mode: `favor_avsync.TemporalSynchroniser` mode; only ``"time"``: the model batches media of different
+            lengths, which ``"released"`` (the research code's rule, for equal-length streams) cannot. At 2 fps and
+            50 Hz with equal lengths the two agree exactly (tested in favor-avsync).
         sync_overflow: what the synchroniser does when a frame has more audio steps than slots.
         image_repeat: frames an image spans when there is no audio (60 as released).
         max_media_seconds: longest media accepted (``None``: no limit).
@@ -220,6 +222,12 @@ class FavorConfig(PretrainedConfig):
             raise ValueError(f"audio_feature_rates: rates must be > 0 Hz, got {self.audio_feature_rates}")
         if self.fps <= 0:
             raise ValueError(f"fps: expected > 0, got {self.fps}")
+        if self.sync_mode != "time":
+            raise ValueError(
+                f"sync_mode: expected 'time', got {self.sync_mode!r}; FavorModel batches media of different "
+                "lengths, which the released rule (favor_avsync mode='released', for equal-length streams) cannot "
+                "do. 'time' gives the released result whenever the released rule applies (2 fps, 50 Hz, equal lengths)"
+            )
         if self.lora_target_modules is None:
             self.lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]
         self.lora_target_modules = list(self.lora_target_modules)

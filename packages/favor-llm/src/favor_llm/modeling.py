@@ -24,6 +24,7 @@ frame, ``Dv`` visual width, ``Dp`` projected audio width, ``W`` windows, ``Q`` q
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from .lora import add_lora
 from .vision import FrameEncoder
 
 __all__ = ["AV_INPUT_NAMES", "FavorModel", "FavorOutput"]
+
+logger = logging.getLogger("favor_llm")
 
 #: Inputs that only the first (prefill) forward of `generate` needs; later steps reuse the KV cache.
 AV_INPUT_NAMES = (
@@ -152,6 +155,7 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             config.qformer_config["hidden_size"], config.text_config.hidden_size
         )
         self.language_model = add_lora(llm, config) if config.use_lora else llm
+        self._context_warned: set[int] = set()
         self._freeze_frozen_parts()
         self.generation_config = _generation_config(config, language_model)
         self.post_init()
@@ -639,6 +643,8 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             is_prefill = cache is None or _cache_length(cache) == 0
             if has_media or is_prefill:
                 inputs_embeds = self._scatter_av(input_ids, inputs_embeds, tokens, window_mask)
+            if is_prefill:
+                self._warn_past_context(input_ids)
         if attention_mask is not None and attention_mask.shape[:2] != (
             inputs_embeds.shape[0],
             attention_mask.shape[1],
@@ -695,7 +701,43 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             attentions=getattr(out, "attentions", None),
         )
 
+    def _warn_past_context(self, input_ids: torch.Tensor) -> None:
+        """Warn (once per length) when a prompt is longer than the LLM was trained for: long media fill the context
+        fast (384 AV tokens per minute at the released settings, Vicuna's context is 2048 tokens)."""
+        limit = getattr(self.config.text_config, "max_position_embeddings", None)
+        length = input_ids.shape[1]
+        if limit is not None and length > limit and length not in self._context_warned:
+            self._context_warned.add(length)
+            av = (
+                int((input_ids == self.config.av_token_id).sum(dim=1).max())
+                if self.config.av_token_id is not None
+                else 0
+            )
+            logger.warning(
+                "input_ids: %d tokens (%d of them AV tokens) exceed the LLM's max_position_embeddings=%d; the LLM "
+                "was not trained on positions this far, expect degraded answers (cut the media shorter)",
+                length,
+                av,
+                limit,
+            )
+
     # ---------------------------------------------------------------------------------------------- generation
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """`GenerationMixin.generate`, with the AV placeholder id suppressed: a generated placeholder would be read
+        as a media slot on the next uncached step. See `transformers.GenerationMixin.generate` for arguments."""
+        av = self.config.av_token_id
+        output = self.get_output_embeddings()
+        vocab = output.weight.shape[0] if output is not None else 0
+        if av is not None and av < vocab:  # a placeholder past the vocabulary can't be generated anyway
+            given = kwargs.get("suppress_tokens")
+            if given is None:
+                generation_config = kwargs.get("generation_config") or self.generation_config
+                given = generation_config.suppress_tokens
+            suppress = list(given or [])
+            if av not in suppress:
+                kwargs["suppress_tokens"] = [*suppress, av]
+        return super().generate(*args, **kwargs)
+
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any, **kwargs: Any) -> dict:
         """Media inputs go to the first (prefill) forward only; later steps read the KV cache."""
         is_first = kwargs.get("is_first_iteration", False)
