@@ -376,6 +376,9 @@ def test_hidden_states_are_returned_and_generate_can_report_them(tiny, media):
         ({"input_features": torch.randn(1, 2, 80, 3000)}, r"input_features: .*\(80, 500\).*\(80, 3000\)"),
         ({"audio_lengths": torch.tensor([-5])}, r"audio_lengths: .*-5"),
         ({"pixel_lengths": torch.tensor([-1])}, r"pixel_lengths: .*-1"),
+        ({"audio_lengths": torch.tensor([1.5])}, r"audio_lengths: expected integer counts"),
+        ({"frame_lengths": [5.5]}, r"frame_lengths: expected integer counts"),
+        ({"pixel_lengths": torch.tensor([True])}, r"pixel_lengths: expected integer counts"),
         ({"audio_lengths": [7 * 16000]}, None),  # a list is fine (as a tensor)
         ({"pixel_lengths": [6], "frame_lengths": [6]}, None),
     ],

@@ -366,7 +366,7 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         frame_lengths = (
             pixel_lengths.clone()
             if frame_lengths is None
-            else torch.as_tensor(frame_lengths, device=device).long()
+            else _as_counts(frame_lengths, "frame_lengths", device)
         )
         features_list = _as_list(input_features, len(self.audio_encoders))
         if audio_lengths is None:
@@ -375,7 +375,7 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             raise ValueError(
                 "audio_lengths: required with input_features (audio samples per sample, 0 = no audio)"
             )
-        audio_lengths = torch.as_tensor(audio_lengths, device=device).long()
+        audio_lengths = _as_counts(audio_lengths, "audio_lengths", device)
         _check_batch("frame_lengths", frame_lengths, batch)
         _check_batch("audio_lengths", audio_lengths, batch)
         for name, lengths in (
@@ -809,11 +809,19 @@ def _lengths(
     if lengths is None:
         size = values.shape[dim] if values is not None else 0
         return torch.full((batch,), size, dtype=torch.long, device=device)
-    lengths = torch.as_tensor(lengths, device=device).long()
+    lengths = _as_counts(lengths, name, device)
     _check_batch(name, lengths, batch)
     if values is not None and int(lengths.max()) > values.shape[dim]:
         raise ValueError(f"{name}: {lengths.tolist()} exceed the {values.shape[dim]} frames of pixel_values")
     return lengths
+
+
+def _as_counts(lengths: Any, name: str, device: torch.device) -> torch.Tensor:
+    """Per-sample counts as a long tensor; floats and bools are refused rather than truncated (1.5 -> 1)."""
+    tensor = torch.as_tensor(lengths, device=device)
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise ValueError(f"{name}: expected integer counts, got {tensor.dtype} values {tensor.tolist()}")
+    return tensor.long()
 
 
 def _check_batch(name: str, tensor: torch.Tensor, batch: int) -> None:

@@ -53,7 +53,9 @@ class CausalQFormerLayer(nn.Module):
                 attends_padding=config.causal_attends_window_padding,
                 **common,
             )
-            if config.causal
+            # A layer whose causal output no cross-attention reads (here, or, when stacked, in a later layer) gets
+            # no module: unused parameters would only break DDP and waste optimizer state.
+            if config.causal and _causal_output_is_read(config, index)
             else None
         )
         self.self_attention = MultiHeadAttention(config.hidden_size, config.num_heads, **common)
@@ -91,7 +93,7 @@ class CausalQFormerLayer(nn.Module):
             no causal module, or nobody reads it).
         """
         causal_out = None
-        if self.causal_attention is not None and (self.has_cross_attention or self.stack_causal):
+        if self.causal_attention is not None:
             assert causal_mask is not None  # built by the model whenever config.causal
             causal_out = self.causal_attention.forward_tokens(tokens, causal_mask)  # (Nw, L, D)
         h = self.self_attention(queries)  # query self-attention is unmasked, as released
@@ -99,3 +101,9 @@ class CausalQFormerLayer(nn.Module):
             context = tokens if causal_out is None else causal_out
             h = self.cross_attention(h, context, mask=cross_mask, key_lengths=key_lengths)
         return self.ffn(h), causal_out
+
+
+def _causal_output_is_read(config: CausalQFormerConfig, index: int) -> bool:
+    """Whether layer ``index``'s causal module feeds a cross-attention: its own, or (stacked) a later layer's."""
+    later = range(index, config.num_layers) if config.stack_causal else (index,)
+    return any(config.has_cross_attention(i) for i in later)
