@@ -211,6 +211,7 @@ def test_a_moved_frozen_component_is_a_clear_error(fresh_tiny, tmp_path):
         FavorModel.from_pretrained(tmp_path / "delta")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_device_map_puts_every_part_on_the_llms_device(fresh_tiny, inputs, tmp_path):
     """``from_pretrained(device_map=...)`` places the LLM; the encoders, Q-Former and projections must follow it
