@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, Qwen2Config
+from transformers import AutoConfig
 
-from favor_llm.testing import tiny_model_and_processor, tiny_tokenizer, tiny_whisper_config
+from favor_llm.testing import tiny_model_and_processor, tiny_text_config, tiny_tokenizer, tiny_whisper_config
 
 QFORMER = {
     "hidden_size": 32,
@@ -37,18 +37,7 @@ def _vision(kind: str):
 @pytest.mark.parametrize("vision", ["clip_vision_model", "siglip_vision_model"])
 def test_pooled_vision_tower_and_qwen2(vision, media):
     tok = tiny_tokenizer()
-    text = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    text = tiny_text_config(tok, "qwen2")
     model, processor = tiny_model_and_processor(
         vision_config=_vision(vision), vision_qformer_config=None, qformer_config=QFORMER, text_config=text
     )

@@ -13,7 +13,6 @@ import torch
 from transformers import (
     AutoConfig,
     BlipImageProcessorPil,
-    LlamaConfig,
     PretrainedConfig,
     PreTrainedTokenizerFast,
     WhisperFeatureExtractor,
@@ -28,6 +27,7 @@ __all__ = [
     "tiny_config",
     "tiny_model_and_processor",
     "tiny_processor",
+    "tiny_text_config",
     "tiny_tokenizer",
     "tiny_whisper_config",
 ]
@@ -96,6 +96,24 @@ def tiny_whisper_config(d_model: int = 32) -> PretrainedConfig:
     )
 
 
+def tiny_text_config(tokenizer: PreTrainedTokenizerFast, model_type: str = "llama") -> PretrainedConfig:
+    """A 2-layer causal-LM config (``"llama"``, ``"qwen2"``, ...) sized for ``tokenizer``'s vocabulary."""
+    return AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
 def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -> FavorConfig:
     """The tiny `FavorConfig` (same structure as the released model, every size shrunk; 5 s Whisper windows).
 
@@ -125,19 +143,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -
         pad_token_id=tokenizer.pad_token_id,
     )
     whisper = tiny_whisper_config()
-    text = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    text = tiny_text_config(tokenizer)
     kwargs = dict(
         vision_config=vision,
         vision_qformer_config=vision_qformer,
