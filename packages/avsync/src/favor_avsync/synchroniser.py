@@ -19,7 +19,6 @@ Shape legend (used in every docstring of this module):
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -28,15 +27,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from favor_avsync._clock import as_fraction, frames_for_seconds, frames_needed, step_frames
+from favor_avsync._clock import frames_for_seconds, frames_needed, step_frames
+from favor_avsync._placement import place_stream, place_whole_ratio, released_features
+from favor_avsync._validation import (
+    check_audio_lengths,
+    check_config,
+    check_inputs,
+    check_lengths,
+    check_modality_mask,
+)
 
 Mode = Literal["time", "released"]
 Overflow = Literal["error", "pool"]
 Timeline = Literal["longest", "visual"]
-
-_MODES = ("time", "released")
-_OVERFLOWS = ("error", "pool")
-_TIMELINES = ("longest", "visual")
 
 
 @dataclass
@@ -136,37 +139,9 @@ class TemporalSynchroniser(nn.Module):
         timeline: Timeline = "longest",
     ) -> None:
         super().__init__()
-        self._fps = as_fraction(fps, "fps")
-        if isinstance(audio_rates, (int, float)) or not isinstance(audio_rates, Sequence):
-            raise ValueError(f"audio_rates must be a sequence of rates, e.g. (50.0,), got {audio_rates!r}")
-        if len(audio_rates) == 0:
-            raise ValueError("audio_rates must name at least one audio stream, got an empty sequence")
-        self._rates = tuple(as_fraction(r, f"audio_rates[{i}]") for i, r in enumerate(audio_rates))
-        if (
-            isinstance(tokens_per_frame, bool)
-            or not isinstance(tokens_per_frame, int)
-            or tokens_per_frame < 1
-        ):
-            raise ValueError(f"tokens_per_frame must be an int >= 1, got {tokens_per_frame!r}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if overflow not in _OVERFLOWS:
-            raise ValueError(f"overflow must be one of {_OVERFLOWS}, got {overflow!r}")
-        if isinstance(repeat_image, bool) or not isinstance(repeat_image, int) or repeat_image < 1:
-            raise ValueError(f"repeat_image must be an int >= 1, got {repeat_image!r}")
-        if timeline not in _TIMELINES:
-            raise ValueError(f"timeline must be one of {_TIMELINES}, got {timeline!r}")
-        if mode == "released":
-            if timeline != "longest":
-                raise ValueError(f"timeline must be 'longest' with mode='released', got {timeline!r}")
-            for i, rate in enumerate(self._rates):
-                per_frame = rate / self._fps
-                if per_frame.denominator != 1 or per_frame > tokens_per_frame:
-                    raise ValueError(
-                        f"mode='released' needs audio_rates[{i}] / fps to be a whole number of steps per frame "
-                        f"<= tokens_per_frame={tokens_per_frame}; got audio_rates[{i}]={float(rate)!r}, "
-                        f"fps={float(self._fps)!r} ({float(per_frame):g} steps per frame)"
-                    )
+        self._fps, self._rates = check_config(
+            fps, audio_rates, tokens_per_frame, mode, overflow, repeat_image, timeline
+        )
         self.fps = float(fps)
         self.audio_rates = tuple(float(r) for r in audio_rates)
         self.tokens_per_frame = tokens_per_frame
@@ -296,12 +271,12 @@ class TemporalSynchroniser(nn.Module):
                 ``[0, tensor length]``, a modality mask of the wrong shape, or (``overflow="error"``) a frame
                 with more audio steps than slots.
         """
-        streams = self._check_inputs(visual, audio)
+        streams = check_inputs(visual, audio, self.tokens_per_frame, self.audio_rates)
         batch, tv = visual.shape[0], visual.shape[1]
         device = visual.device
-        v_len = self._check_lengths(visual_lengths, batch, tv, "visual_lengths", device)
-        a_lens = self._check_audio_lengths(audio_lengths, streams, device)
-        mask = self._check_modality_mask(modality_mask, batch, device)
+        v_len = check_lengths(visual_lengths, batch, tv, "visual_lengths", device)
+        a_lens = check_audio_lengths(audio_lengths, streams, device)
+        mask = check_modality_mask(modality_mask, batch, self.num_streams, device)
         if self.mode == "released":
             if visual_lengths is not None or audio_lengths is not None:
                 raise ValueError(
@@ -317,25 +292,9 @@ class TemporalSynchroniser(nn.Module):
     def _sync_released(
         self, visual: torch.Tensor, streams: list[torch.Tensor], mask: torch.Tensor
     ) -> SyncOutput:
-        n = self.tokens_per_frame
-        batch = visual.shape[0]
-        grouped = []
-        for k, (stream, rate) in enumerate(zip(streams, self._rates)):
-            per_frame = int(rate / self._fps)
-            if stream.shape[1] % per_frame != 0:
-                raise ValueError(
-                    f"mode='released' needs audio[{k}] to have a multiple of {per_frame} steps "
-                    f"({float(rate):g} Hz / {float(self._fps):g} fps), got shape {tuple(stream.shape)}"
-                )
-            # (B, S, Da) -> (B, S / per_frame, per_frame, Da): consecutive groups, as the released view().
-            grouped.append(rearrange(stream, "b (t k) d -> b t k d", k=per_frame))
-        frames = max([visual.shape[1], *(g.shape[1] for g in grouped)])
-        # In the features' dtype: a float64 (or float32) mask must not promote bf16/float32 features.
-        weight = mask.to(visual.dtype)
-        parts = [_pad_frames_and_slots(visual, frames, n) * weight[:, 0, None, None, None]]
-        for k, g in enumerate(grouped):
-            parts.append(_pad_frames_and_slots(g, frames, n) * weight[:, k + 1, None, None, None])
-        features = torch.cat(parts, dim=-1)
+        per_frame = [int(rate / self._fps) for rate in self._rates]
+        features = released_features(visual, streams, per_frame, mask, self.tokens_per_frame)
+        batch, frames = features.shape[0], features.shape[1]
         return SyncOutput(
             features=features,
             frame_mask=torch.ones(batch, frames, dtype=torch.bool, device=visual.device),
@@ -372,7 +331,7 @@ class TemporalSynchroniser(nn.Module):
 
         # One output tensor, written stream by stream (no padded copies and no concatenation).
         widths = [visual.shape[-1], *(s.shape[-1] for s in streams)]
-        features = visual.new_zeros(batch, frames, n, sum(widths))
+        features = _allocate(visual, (batch, frames, n, sum(widths)), self)
         t_idx = torch.arange(frames, device=device)
 
         # Visual: (B, Tv, N, Dv) -> frames [0, min(Tv, T)), padding frames (t >= visual_lengths) zeroed.
@@ -391,11 +350,21 @@ class TemporalSynchroniser(nn.Module):
             target = features[..., offset : offset + widths[k + 1]]  # (B, T, N, Da) view
             per_frame = self._rates[k] / self._fps
             if self.fast_path and per_frame.denominator == 1 and per_frame <= n:
-                dropped += self._place_whole_ratio(
+                dropped += place_whole_ratio(
                     target, stream, int(per_frame), len_k, sample_frames, mask[:, k + 1]
                 )
             else:
-                placed, dropped_k = self._place_stream(k, stream, frames_k, len_k, sample_frames, frames)
+                placed, dropped_k, crowded = place_stream(
+                    stream, frames_k, len_k, sample_frames, frames, n, pool=self.overflow == "pool"
+                )
+                if crowded is not None:
+                    b, t, count = crowded
+                    raise ValueError(
+                        f"{'audio' if self.num_streams == 1 else f'audio[{k}]'} has {count} steps in frame {t} of "
+                        f"sample {b} but tokens_per_frame={n} slots ({float(self._rates[k]):g} Hz against "
+                        f"{float(self._fps):g} fps); use overflow='pool' to average them into the slots, a higher "
+                        "fps, or more tokens_per_frame"
+                    )
                 target.copy_(placed * mask[:, k + 1, None, None, None])
                 dropped += dropped_k
             offset += widths[k + 1]
@@ -408,254 +377,23 @@ class TemporalSynchroniser(nn.Module):
             dropped=dropped,
         )
 
-    @staticmethod
-    def _place_whole_ratio(
-        target: torch.Tensor,
-        stream: torch.Tensor,
-        per_frame: int,
-        length: torch.Tensor,
-        sample_frames: torch.Tensor,
-        weight: torch.Tensor,
-    ) -> torch.Tensor:
-        """Fast path when a frame holds a whole number ``k <= N`` of steps: step ``j`` is slot ``j % k`` of frame
-        ``j // k`` (what the centre rule gives for an integer ratio), so placing is a view and one copy.
 
-        Writes into ``target (B, T, N, Da)``; returns the dropped-step count ``(B,)``. Equal to `_place_stream`
-        (tested); ``fast_path = False`` forces that plain path.
-        """
-        batch, steps, dim = stream.shape
-        frames = target.shape[1]
-        # Steps a sample keeps: before its length and before the end of its last frame.
-        keep = torch.minimum(length, sample_frames * per_frame)  # (B,)
-        dropped = (length - keep).clamp(min=0)
-        steps_in = min(steps, frames * per_frame)
-        values = stream[:, :steps_in]
-        if bool((keep < steps_in).any()):
-            j = torch.arange(steps_in, device=stream.device)
-            values = torch.where(
-                (j[None, :] < keep[:, None])[:, :, None], values, torch.zeros((), dtype=values.dtype)
-            )
-        values = values * weight[:, None, None]
-        whole = steps_in // per_frame
-        if whole:
-            target[:, :whole, :per_frame] = values[:, : whole * per_frame].reshape(
-                batch, whole, per_frame, dim
-            )
-        rest = steps_in - whole * per_frame
-        if rest:
-            target[:, whole, :rest] = values[:, whole * per_frame :]
-        return dropped.to(torch.int64)
+def _allocate(
+    like: torch.Tensor, shape: tuple[int, int, int, int], sync: TemporalSynchroniser
+) -> torch.Tensor:
+    """Zeros of ``shape`` (B, T, N, D) like ``like``; an impossible size is a ValueError that says where it came from.
 
-    def _place_stream(
-        self,
-        k: int,
-        stream: torch.Tensor,
-        frame_of: torch.Tensor,
-        length: torch.Tensor,
-        sample_frames: torch.Tensor,
-        frames: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scatter one stream ``(B, S, Da)`` into frame slots ``(B, T, N, Da)``; count dropped steps ``(B,)``."""
-        n = self.tokens_per_frame
-        batch, steps, dim = stream.shape
-        device = stream.device
-        if steps == 0 or frames == 0:
-            real = torch.arange(steps, device=device)[None, :] < length[:, None]
-            return stream.new_zeros(batch, frames, n, dim), real.sum(dim=1).to(torch.int64)
-
-        j = torch.arange(steps, device=device)
-        # First and one-past-last step of each step's frame (frame_of is sorted): (S,).
-        first = torch.searchsorted(frame_of, frame_of, right=False)
-        end = torch.searchsorted(frame_of, frame_of, right=True)
-        slot_in_frame = j - first  # (S,)
-
-        real = j[None, :] < length[:, None]  # (B, S)
-        kept = real & (frame_of[None, :] < sample_frames[:, None])  # (B, S)
-        dropped = (real & ~kept).sum(dim=1)
-        # Steps of the frame that are real for this sample (the last frame may be cut by the length): (B, S).
-        in_frame = torch.minimum(end[None, :], length[:, None]) - first[None, :]
-
-        crowded = kept & (in_frame > n)
-        pooling = bool(crowded.any())
-        if pooling and self.overflow == "error":
-            b, s = (int(i) for i in crowded.nonzero()[0])
-            raise ValueError(
-                f"{'audio' if self.num_streams == 1 else f'audio[{k}]'} has {int(in_frame[b, s])} steps in frame {int(frame_of[s])} of sample {b} but "
-                f"tokens_per_frame={n} slots ({float(self._rates[k]):g} Hz against {float(self._fps):g} fps); "
-                "use overflow='pool' to average them into the slots, a higher fps, or more tokens_per_frame"
-            )
-        if pooling:
-            # Adaptive average pooling of the frame's k > N steps into N slots.
-            slot = torch.where(
-                in_frame > n, slot_in_frame[None, :] * n // in_frame.clamp(min=1), slot_in_frame
-            )
-        else:
-            slot = slot_in_frame[None, :].expand(batch, -1)
-
-        dump = frames * n  # steps not kept go to one extra row that is cut off afterwards
-        dest = torch.where(kept, frame_of[None, :] * n + slot, dump)  # (B, S)
-        rows = torch.arange(batch, device=device)[:, None].expand(-1, steps)
-        values = stream
-        if pooling:
-            # Counts and sums in at least float32: a bf16/fp16 running sum of hundreds of steps stalls (a
-            # constant came out 2% low) and bf16 counts past 256 are not exact.
-            acc = torch.promote_types(stream.dtype, torch.float32)
-            count = torch.zeros(batch, dump + 1, dtype=acc, device=device)
-            count.index_put_((rows, dest), torch.ones((), dtype=acc, device=device), accumulate=True)
-            values = stream.to(acc) / count.gather(1, dest)[:, :, None]
-        out = values.new_zeros(batch, dump + 1, dim).index_put((rows, dest), values, accumulate=pooling)
-        out = out[:, :dump].reshape(batch, frames, n, dim).to(stream.dtype)
-        return out, dropped.to(torch.int64)
-
-    # ------------------------------------------------------------------ input checks
-
-    def _check_inputs(
-        self, visual: torch.Tensor, audio: torch.Tensor | Sequence[torch.Tensor]
-    ) -> list[torch.Tensor]:
-        if not isinstance(visual, torch.Tensor):
-            raise ValueError(
-                f"visual must be a torch.Tensor of shape (B, Tv, N, Dv), got {type(visual).__name__}; for audio "
-                "only, pass a tensor with zero frames, shape (B, 0, N, Dv)"
-            )
-        if visual.ndim != 4:
-            raise ValueError(f"visual must have shape (B, Tv, N, Dv) (4 dims), got {tuple(visual.shape)}")
-        if visual.shape[2] != self.tokens_per_frame:
-            raise ValueError(
-                f"visual must have tokens_per_frame={self.tokens_per_frame} tokens per frame (dim 2), got "
-                f"shape {tuple(visual.shape)}"
-            )
-        if not visual.is_floating_point():
-            raise ValueError(f"visual must be a floating-point tensor, got dtype {visual.dtype}")
-        if isinstance(audio, torch.Tensor):
-            streams = [audio]
-        elif isinstance(audio, Sequence) and all(isinstance(a, torch.Tensor) for a in audio):
-            streams = list(audio)
-        else:
-            raise ValueError(
-                f"audio must be a tensor (B, S, Da) or a list of them, got {type(audio).__name__}; for video only, "
-                "pass a tensor with zero steps, shape (B, 0, Da)"
-            )
-        if len(streams) != self.num_streams:
-            raise ValueError(
-                f"audio must have one tensor per entry of audio_rates={self.audio_rates} ({self.num_streams}), "
-                f"got {len(streams)}"
-            )
-        for k, s in enumerate(streams):
-            name = "audio" if self.num_streams == 1 else f"audio[{k}]"
-            if s.ndim != 3:
-                raise ValueError(f"{name} must have shape (B, S, Da) (3 dims), got {tuple(s.shape)}")
-            if s.shape[0] != visual.shape[0]:
-                raise ValueError(
-                    f"{name} has batch size {s.shape[0]} but visual has {visual.shape[0]} "
-                    f"(shapes {tuple(s.shape)} and {tuple(visual.shape)})"
-                )
-            if s.dtype != visual.dtype:
-                raise ValueError(
-                    f"{name} has dtype {s.dtype} but visual has {visual.dtype}; cast one of them"
-                )
-            if s.device != visual.device:
-                raise ValueError(f"{name} is on {s.device} but visual is on {visual.device}")
-        return streams
-
-    @staticmethod
-    def _check_lengths(
-        lengths: torch.Tensor | Sequence[int] | None, batch: int, size: int, name: str, device: torch.device
-    ) -> torch.Tensor:
-        if lengths is None:
-            return torch.full((batch,), size, dtype=torch.int64, device=device)
-        if isinstance(lengths, torch.Tensor):
-            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-                raise ValueError(f"{name} must hold integers, got dtype {lengths.dtype}")
-            t = lengths.to(device=device, dtype=torch.int64)
-        else:
-            try:
-                values = list(lengths)
-            except TypeError as err:
-                raise ValueError(f"{name} must be a (B,) sequence of ints, got {lengths!r}") from err
-            # as_tensor(..., dtype=int64) would truncate 1.5 to 1 silently: only integers are lengths.
-            if not all(_is_integer(v) for v in values):
-                raise ValueError(f"{name} must hold integers, got {values!r}")
-            t = torch.as_tensor(values, dtype=torch.int64, device=device)
-        if t.shape != (batch,):
-            raise ValueError(
-                f"{name} must have shape ({batch},) (one length per sample), got {tuple(t.shape)}"
-            )
-        if batch and (int(t.min()) < 0 or int(t.max()) > size):
-            raise ValueError(f"{name} must be in [0, {size}] (the tensor's length), got {t.tolist()}")
-        return t
-
-    def _check_audio_lengths(
-        self,
-        lengths: torch.Tensor | Sequence[int] | Sequence[torch.Tensor | Sequence[int]] | None,
-        streams: list[torch.Tensor],
-        device: torch.device,
-    ) -> list[torch.Tensor]:
-        batch = streams[0].shape[0]
-        if lengths is None:
-            per_stream: list = [None] * len(streams)
-        elif len(streams) == 1 and not _is_nested(lengths):
-            per_stream = [lengths]
-        elif isinstance(lengths, torch.Tensor):
-            if lengths.ndim != 2 or lengths.shape[1] != len(streams):
-                raise ValueError(
-                    f"audio_lengths must be a list of {len(streams)} (B,) lengths or a (B, {len(streams)}) tensor, "
-                    f"got shape {tuple(lengths.shape)}"
-                )
-            per_stream = list(lengths.unbind(1))
-        else:
-            per_stream = list(lengths)
-            if len(per_stream) != len(streams):
-                raise ValueError(
-                    f"audio_lengths must hold one (B,) length per audio stream ({len(streams)}), "
-                    f"got {len(per_stream)} entries"
-                )
-        out = []
-        for k, (s, lk) in enumerate(zip(streams, per_stream)):
-            name = "audio_lengths" if len(streams) == 1 else f"audio_lengths[{k}]"
-            out.append(self._check_lengths(lk, batch, s.shape[1], name, device))
-        return out
-
-    def _check_modality_mask(
-        self, mask: torch.Tensor | None, batch: int, device: torch.device
-    ) -> torch.Tensor:
-        width = 1 + self.num_streams
-        if mask is None:
-            return torch.ones(batch, width, dtype=torch.int64, device=device)
-        if not isinstance(mask, torch.Tensor):
-            try:
-                mask = torch.as_tensor(mask)
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise ValueError(f"modality_mask must be a ({batch}, {width}) tensor, got {mask!r}") from err
-        if mask.shape != (batch, width):
-            raise ValueError(
-                f"modality_mask must have shape (B, 1 + n_audio_streams) = ({batch}, {width}) "
-                f"(columns: visual, then each audio stream), got {tuple(mask.shape)}"
-            )
-        return mask.to(device)
-
-
-def _is_integer(value: object) -> bool:
-    """An int (Python, NumPy, or a 0-dim integer tensor), not a bool or a float."""
-    if isinstance(value, torch.Tensor):
-        return value.ndim == 0 and not (
-            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
-        )
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_nested(lengths: object) -> bool:
-    """True for per-stream lengths: a 2-D tensor or a sequence of sequences/tensors."""
-    if isinstance(lengths, torch.Tensor):
-        return lengths.ndim == 2
-    return isinstance(lengths, Sequence) and any(isinstance(x, (Sequence, torch.Tensor)) for x in lengths)
-
-
-def _pad_frames_and_slots(x: torch.Tensor, frames: int, slots: int) -> torch.Tensor:
-    """Zero-pad ``(B, t, k, D)`` at the end of the frame and slot axes to ``(B, frames, slots, D)``."""
-    t, k = x.shape[1], x.shape[2]
-    if t == frames and k == slots:
-        return x
-    return torch.nn.functional.pad(x, (0, 0, 0, slots - k, 0, frames - t))
+    (Finite but extreme rates, e.g. fps=1e6 against 0.001 Hz audio, ask for ~1e9 frames per audio step.)
+    """
+    try:
+        return like.new_zeros(shape)
+    except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError too
+        size = math.prod(shape) * like.element_size() / 2**30
+        raise ValueError(
+            f"the synchronised output (B, T, N, D) = {shape} ({size:.3g} GiB) cannot be allocated on {like.device}: "
+            f"T={shape[1]} frames at fps={sync.fps:g} for audio at {sync.audio_rates} steps per second; check "
+            "fps and audio_rates, or sync shorter inputs"
+        ) from err
 
 
 __all__ = ["SyncOutput", "TemporalSynchroniser"]
