@@ -188,11 +188,11 @@ def test_no_warning_when_within_max_seconds(clips, recwarn):
 
 def test_streaming_converts_only_kept_frames(clips, monkeypatch):
     """Decoding never converts (let alone holds) the source video at full frame rate."""
-    import favor_avsync.media as media
+    import favor_avsync._frame_sampler as sampler
 
     calls = []
-    real = media._rgb
-    monkeypatch.setattr(media, "_rgb", lambda frame: calls.append(1) or real(frame))
+    real = sampler.rgb
+    monkeypatch.setattr(sampler, "rgb", lambda frame: calls.append(1) or real(frame))
     spec = clips["mp4_h264_aac"]  # 50 source frames at 25 fps
     clip = load_media(spec.source, fps=2.0)
     assert clip.frames.shape[0] == 4

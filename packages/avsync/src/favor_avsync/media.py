@@ -15,25 +15,29 @@ so this module decodes by presentation timestamps, never by frame or sample inde
   the clip is padded with silence at the front, gaps in its timestamps are filled with silence.
 
 Decoding streams through the file: only the frames that are kept are converted and held, never the source
-video at full frame rate.
+video at full frame rate. One concept per module: _source.py opens the file (nothing else is read; non-media
+formats and truncated MP4 are refused), _frame_sampler.py samples the video, _audio_assembler.py assembles the
+audio, limits.py bounds what is decoded; this module puts them on one clock and checks what came out against what
+the file declares.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from favor_avsync._clock import as_fraction, frames_for_seconds
+from favor_avsync._audio_assembler import AudioAssembler
+from favor_avsync._frame_sampler import FrameSampler
+from favor_avsync._source import MediaSource, declared_stream_end, decode, pick_streams, seconds
+from favor_avsync.errors import MediaError, MissingMediaError
+from favor_avsync.limits import MediaLimits, check_arguments
 
 #: Container formats (FFmpeg demuxer names) that hold one still image.
 _IMAGE_FORMATS = (
@@ -44,24 +48,8 @@ _IMAGE_FORMATS = (
     "webp_pipe",
     "tiff_pipe",
 )  # not GIF: it animates
-#: Encoder delay (priming samples) assumed for raw ADTS AAC, which cannot declare it (FFmpeg's and most AAC-LC
-#: encoders use 1024).
-_ADTS_PRIMING = 1024
-#: Float slack (seconds) when comparing a sampling instant with a source frame's timestamp.
-_TIME_SLACK = 1e-6
-#: Seconds decoded before ``start`` after an audio seek, so the first kept packets decode as in a full pass
-#: (AAC and MP3 need one to a few frames, Opus recommends 80 ms).
-_AUDIO_PREROLL = 0.5
 #: Files longer than this (seconds) get a progress bar unless ``progress`` says otherwise.
 PROGRESS_AFTER_SECONDS = 60.0
-
-
-class MediaError(ValueError):
-    """A media file that cannot be decoded: empty, truncated, corrupt, or without usable streams."""
-
-
-class MissingMediaError(MediaError, FileNotFoundError):
-    """The media file does not exist."""
 
 
 @dataclass
@@ -110,46 +98,40 @@ def load_media(
     end: float | None = None,
     *,
     progress: bool | None = None,
+    limits: MediaLimits | None = None,
 ) -> MediaClip:
     """Decode a video, audio or image file (or its bytes) into frames at ``fps`` and mono audio at ``sample_rate``.
 
-    See the module docstring for the clock and the frame rule.
+    See the module docstring for the clock and the frame rule. Only the named file (or the given bytes) is read:
+    a path is never an FFmpeg URL (``pipe:0`` or ``http://x`` are file names), and playlists or lists of other
+    files are refused.
 
     Args:
         path_or_bytes: A file path, or the encoded file in memory.
-        fps: Frames per second to sample (> 0). FAVOR uses 2.
-        sample_rate: Audio samples per second (> 0). Whisper needs 16000.
+        fps: Frames per second to sample (> 0, at most ``limits.max_fps``). FAVOR uses 2.
+        sample_rate: Audio samples per second (in [1000, ``limits.max_sample_rate``]). Whisper needs 16000.
         max_seconds: Keep at most this many seconds (after ``start``); a longer clip is cut with a warning.
         start: Cut the clip from this time (seconds, on the file's clip clock); it becomes the new 0.
         end: Cut the clip at this time (seconds, on the file's clip clock).
         progress: Show a tqdm progress bar; None shows one for files over ``PROGRESS_AFTER_SECONDS``.
+        limits: What is refused as too large (`MediaLimits`; default 40 megapixels per picture, 240 fps,
+            384 kHz, 6 hours, 8 GiB of frames).
 
     Returns:
         The `MediaClip`.
 
     Raises:
         MissingMediaError: The file does not exist (also a ``FileNotFoundError``).
-        MediaError: The file is empty, truncated or corrupt, or holds no video or audio stream (a ``ValueError``).
+        MediaError: The file is empty, truncated, damaged or corrupt, not audio, video or an image (text,
+            subtitles, a playlist), declares a stream that cannot be decoded, holds no video or audio stream, or is
+            past a limit (a ``ValueError``; the message names the file, the problem and the remedy).
         ValueError: An argument is out of range.
         ImportError: PyAV is not installed (``pip install favor-avsync[media]``).
     """
-    fps_frac = as_fraction(fps, "fps")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be an int > 0, got {sample_rate!r}")
-    for arg, value in (("max_seconds", max_seconds), ("start", start), ("end", end)):
-        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
-            raise ValueError(f"{arg} must be a finite number of seconds or None, got {value!r}")
-    if max_seconds is not None and max_seconds <= 0:
-        raise ValueError(f"max_seconds must be > 0, got {max_seconds!r}")
-    if start is not None and start < 0:
-        raise ValueError(f"start must be >= 0 seconds, got {start!r}")
-    if end is not None and end <= (start or 0.0):
-        raise ValueError(f"end must be after start, got start={start!r}, end={end!r}")
-
+    fps_frac, limits = check_arguments(fps, sample_rate, max_seconds, start, end, limits)
     av = _import_av()
-    source = _Source(path_or_bytes)
-    decoder = _Decoder(av, source, fps_frac, sample_rate)
-    return decoder.run(start or 0.0, end, max_seconds, progress)
+    source = MediaSource(path_or_bytes, limits.max_pixels)
+    return _Assembly(av, source, fps_frac, sample_rate, limits).run(start or 0.0, end, max_seconds, progress)
 
 
 def _import_av() -> Any:
@@ -162,98 +144,60 @@ def _import_av() -> Any:
     return av
 
 
-# ---------------------------------------------------------------------------------------------- plumbing
+# ---------------------------------------------------------------------------------------------- one clock
 
 
-class _Source:
-    """A path or bytes that can be opened several times, with a name for messages."""
+@dataclass
+class _Declared:
+    """What the container says before anything is decoded."""
 
-    def __init__(self, path_or_bytes: Any) -> None:
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            self.data: bytes | None = bytes(path_or_bytes)
-            self.path: Path | None = None
-            self.name = f"<bytes: {len(self.data)} bytes>"
-            if not self.data:
-                raise MediaError("path_or_bytes: the media bytes are empty (0 bytes)")
-            return
-        if not isinstance(path_or_bytes, (str, os.PathLike)):
-            raise ValueError(
-                f"path_or_bytes must be a file path or bytes, got {type(path_or_bytes).__name__}: {path_or_bytes!r}"
-            )
-        self.path = Path(path_or_bytes)
-        self.data = None
-        self.name = str(self.path)
-        if not self.path.exists():
-            raise MissingMediaError(f"{self.name}: no such media file")
-        if self.path.is_dir():
-            raise MediaError(f"{self.name}: is a directory, not a media file")
-        if self.path.stat().st_size == 0:
-            raise MediaError(f"{self.name}: the file is empty (0 bytes)")
-
-    def open(self, av: Any) -> Any:
-        target: Any = io.BytesIO(self.data) if self.data is not None else str(self.path)
-        try:
-            return av.open(target, mode="r")
-        except av.FFmpegError as err:
-            raise MediaError(
-                f"{self.name}: not a readable media file (corrupt or truncated?): {err}"
-            ) from err
+    has_video: bool
+    has_audio: bool
+    video_codec: str | None
+    audio_codec: str | None
+    duration: float | None  # the container's, seconds
+    video_end: float | None  # each stream's own end (file clock), when the container declares it
+    audio_end: float | None
+    is_image: bool
 
 
-def _stream_pick(container: Any) -> tuple[Any | None, Any | None]:
-    video = next((s for s in container.streams.video if not _is_attached_picture(s)), None)
-    audio = next(iter(container.streams.audio), None)
-    return video, audio
+class _Assembly:
+    """Puts the frame sampler's and the audio assembler's output on one clock and checks it against the file."""
 
-
-def _is_attached_picture(stream: Any) -> bool:
-    try:
-        return bool(stream.disposition & stream.disposition.__class__.attached_pic)
-    except (AttributeError, TypeError):  # pragma: no cover - very old PyAV
-        return False
-
-
-def _seconds(frame: Any) -> float | None:
-    if frame.pts is None or frame.time_base is None:
-        return None
-    return float(frame.pts * frame.time_base)
-
-
-class _Decoder:
-    def __init__(self, av: Any, source: _Source, fps: Fraction, sample_rate: int) -> None:
+    def __init__(
+        self, av: Any, source: MediaSource, fps: Fraction, sample_rate: int, limits: MediaLimits
+    ) -> None:
         self.av = av
         self.source = source
         self.fps = fps
         self.sample_rate = sample_rate
+        self.limits = limits
         self.name = source.name
-
-    # --------------------------------------------------------------------------------- orchestration
 
     def run(
         self, start: float, end: float | None, max_seconds: float | None, progress: bool | None
     ) -> MediaClip:
-        container = self.source.open(self.av)
-        try:
-            video, audio = _stream_pick(container)
-            if video is None and audio is None:
-                raise MediaError(f"{self.name}: holds no video or audio stream")
-            fmt = container.format.name
-            declared = container.duration / 1_000_000 if container.duration else None
-            is_image = (
-                video is not None and audio is None and any(f in _IMAGE_FORMATS for f in fmt.split(","))
-            )
-        finally:
-            container.close()
-        if is_image:
-            return self._image()
+        declared = self._declared()
+        sampler = FrameSampler(self.av, self.source, self.fps, self.limits)
+        if declared.is_image:
+            return self._image_clip(sampler.image())
 
-        v_first = self._first_time("video") if video is not None else None
-        a_first = self._first_time("audio") if audio is not None else None
+        v_first = self._first_time("video") if declared.has_video else None
+        a_first = self._first_time("audio") if declared.has_audio else None
         firsts = [t for t in (v_first, a_first) if t is not None]
         if not firsts:
             raise MediaError(
                 f"{self.name}: no frame or audio sample could be decoded (corrupt or truncated?)"
             )
+        for kind, has, first, codec in (
+            ("video", declared.has_video, v_first, declared.video_codec),
+            ("audio", declared.has_audio, a_first, declared.audio_codec),
+        ):
+            if has and first is None:
+                raise MediaError(
+                    f"{self.name}: damaged: it declares a {kind} stream ({codec}) but none of it could be decoded; "
+                    f"re-encode the file, or remove that stream (ffmpeg -i IN -{kind[0]}n -c copy OUT)"
+                )
         origin = min(firsts)
 
         # The window [w0, w1) on the file's timestamps; w1 from `end` and `max_seconds`.
@@ -262,18 +206,21 @@ class _Decoder:
         limit = math.inf if max_seconds is None else w0 + max_seconds
         cut_by_limit = limit < w1
         w1 = min(w1, limit)
-        total = (declared - start) if declared is not None else None
+        total = (declared.duration - start) if declared.duration is not None else None
+        self._check_duration(w0, w1, origin, declared.duration)
         show = progress if progress is not None else (total is not None and total > PROGRESS_AFTER_SECONDS)
 
         beyond = False
-        audio_out = None
-        audio_end = None
-        if audio is not None:
-            audio_out, audio_end, beyond_a = self._audio(w0, w1, show and video is None, total)
+        audio_out = audio_end = None
+        if declared.has_audio:
+            assembler = AudioAssembler(self.av, self.source, self.sample_rate, self.limits)
+            audio_out, audio_end, beyond_a = assembler.assemble(
+                w0, w1, show and not declared.has_video, total
+            )
             beyond |= beyond_a
         frames, source_times, video_end = None, np.zeros(0), None
-        if video is not None:
-            frames, source_times, video_end, beyond_v = self._video(w0, w1, show, total)
+        if declared.has_video:
+            frames, source_times, video_end, beyond_v = sampler.sample(w0, w1, show, total)
             beyond |= beyond_v
 
         ends = [e for e in (video_end, audio_end) if e is not None]
@@ -283,68 +230,108 @@ class _Decoder:
                 f"start={start!r} s is at or past the end of {self.name} "
                 f"({max(0.0, content_end - origin):.2f} s of content)"
             )
-        if declared is not None and not beyond and end is None:
-            # A file that stops decoding well before its declared length was cut short on disk.
-            decoded = content_end - origin
-            if decoded < declared - max(1.0, 0.1 * declared):
-                raise MediaError(
-                    f"{self.name}: truncated: it declares {declared:.2f} s but only {decoded:.2f} s could be decoded"
-                )
+        self._check_complete(declared, origin, w1, beyond, end, video_end, audio_end, content_end)
         if beyond and cut_by_limit:
             warnings.warn(
                 f"{self.name}: longer than max_seconds={max_seconds} (from {start:g} s); cut to {max_seconds} s",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        duration = max(0.0, min(content_end, w1) - w0)
         n = frames.shape[0] if frames is not None else 0
-        frame_times = torch.arange(n, dtype=torch.float64) * (self.fps.denominator / self.fps.numerator)
         return MediaClip(
             frames=frames,
-            frame_times=frame_times,
+            frame_times=torch.arange(n, dtype=torch.float64) * (self.fps.denominator / self.fps.numerator),
             audio=audio_out,
             sample_rate=self.sample_rate,
-            duration=duration,
+            duration=max(0.0, min(content_end, w1) - w0),
             fps=float(self.fps),
             source_times=torch.from_numpy(np.asarray(source_times, dtype=np.float64) - w0),
             name=self.name,
         )
 
-    def _decode(self, container: Any, stream: Any) -> Iterator[Any]:
-        """Frames of ``stream``, turning FFmpeg errors into a MediaError that names the file."""
-        try:
-            yield from container.decode(stream)
-        except self.av.FFmpegError as err:
-            raise MediaError(
-                f"{self.name}: decoding the {stream.type} stream failed (corrupt?): {err}"
-            ) from err
+    def _declared(self) -> _Declared:
+        with self.source.open(self.av) as container:
+            video, audio = pick_streams(container)
+            if video is None and audio is None:
+                raise MediaError(
+                    f"{self.name}: holds no video or audio stream (streams: "
+                    f"{[s.type for s in container.streams] or 'none'}); give a video, audio or image file"
+                )
+            fmt = container.format.name
+            return _Declared(
+                has_video=video is not None,
+                has_audio=audio is not None,
+                video_codec=video.codec_context.name if video is not None else None,
+                audio_codec=audio.codec_context.name if audio is not None else None,
+                duration=container.duration / 1_000_000 if container.duration else None,
+                video_end=declared_stream_end(video) if video is not None else None,
+                audio_end=declared_stream_end(audio) if audio is not None else None,
+                is_image=video is not None
+                and audio is None
+                and any(f in _IMAGE_FORMATS for f in fmt.split(",")),
+            )
 
     def _first_time(self, kind: str) -> float | None:
         """Presentation time (s) of the first decoded frame of the first ``kind`` stream."""
-        container = self.source.open(self.av)
-        try:
-            video, audio = _stream_pick(container)
+        with self.source.open(self.av) as container:
+            video, audio = pick_streams(container)
             stream = video if kind == "video" else audio
-            for frame in self._decode(container, stream):
-                t = _seconds(frame)
+            for frame in decode(self.av, container, stream, self.name):
+                t = seconds(frame)
                 return 0.0 if t is None else t
             return None
-        finally:
-            container.close()
 
-    # --------------------------------------------------------------------------------- images
+    def _check_duration(self, w0: float, w1: float, origin: float, declared: float | None) -> None:
+        """Refuse a window longer than ``max_duration`` before decoding, when the file declares its length."""
+        stop = w1 if declared is None else min(w1, origin + declared)
+        if math.isfinite(stop) and stop - w0 > self.limits.max_duration:
+            raise MediaError(
+                f"{self.name}: {stop - w0:.0f} s to decode, over limits.max_duration={self.limits.max_duration:g} s; "
+                "pass max_seconds= or start=/end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
+            )
 
-    def _image(self) -> MediaClip:
-        container = self.source.open(self.av)
-        try:
-            video, _ = _stream_pick(container)
-            frame = next(iter(self._decode(container, video)), None)
-            if frame is None:
-                raise MediaError(f"{self.name}: the image could not be decoded (corrupt or truncated?)")
-            rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-        finally:
-            container.close()
-        frames = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    def _check_complete(
+        self,
+        declared: _Declared,
+        origin: float,
+        w1: float,
+        beyond: bool,
+        end: float | None,
+        video_end: float | None,
+        audio_end: float | None,
+        content_end: float,
+    ) -> None:
+        """A file that stops decoding well before its declared length was cut short or damaged: say what is
+        missing (each stream against its own declared end, then the clip against the container's duration)."""
+        if beyond or end is not None:
+            return  # the window stopped before the declared end: nothing to compare
+
+        def short(decoded: float, expected: float) -> bool:
+            return decoded < expected - max(1.0, 0.1 * (expected - origin))
+
+        for kind, got, want in (
+            ("video", video_end, declared.video_end),
+            ("audio", audio_end, declared.audio_end),
+        ):
+            if got is not None and want is not None and want <= w1 and short(got, want):
+                raise MediaError(
+                    f"{self.name}: truncated or damaged: its {kind} stream declares {want - origin:.2f} s but "
+                    f"decoding stops at {got - origin:.2f} s ({want - got:.2f} s of {kind} missing); re-download "
+                    "or re-encode the file"
+                )
+        if declared.duration is not None and short(content_end, origin + declared.duration):
+            decoded = content_end - origin
+            streams = ", ".join(
+                f"{kind} to {e - origin:.2f} s"
+                for kind, e in (("video", video_end), ("audio", audio_end))
+                if e
+            )
+            raise MediaError(
+                f"{self.name}: truncated: it declares {declared.duration:.2f} s but only {decoded:.2f} s could be "
+                f"decoded ({streams}; {declared.duration - decoded:.2f} s missing); re-download or re-encode the file"
+            )
+
+    def _image_clip(self, frames: torch.Tensor) -> MediaClip:
         return MediaClip(
             frames=frames,
             frame_times=torch.zeros(1, dtype=torch.float64),
@@ -356,235 +343,12 @@ class _Decoder:
             name=self.name,
         )
 
-    # --------------------------------------------------------------------------------- audio
 
-    def _audio(
-        self, w0: float, w1: float, show: bool, total: float | None
-    ) -> tuple[torch.Tensor, float, bool]:
-        """Mono float32 audio of ``[w0, w1)`` at ``sample_rate``; its end time; whether content lay beyond w1."""
-        sr = self.sample_rate
-        container = self.source.open(self.av)
-        bar = _progress(show, total, f"audio {Path(self.name).name}")
-        chunks: list[np.ndarray] = []  # resampled mono pieces, contiguous from `first`
-        first: float | None = None
-        produced = 0  # samples in `chunks`
-        expected: float | None = None  # time of the next input sample if the stream is contiguous
-        resampler = None
-        beyond = False
-        try:
-            _, stream = _stream_pick(container)
-            # Raw ADTS AAC has no container to say how many priming samples the encoder put first (MP4 and
-            # Matroska do, and the decoder drops them); assume the usual AAC encoder delay of 1024 samples.
-            # Shifting every timestamp back by the delay puts the priming before 0, where the window cuts it off.
-            adts = container.format.name == "aac" and stream.codec_context.name == "aac"
-            shift = _ADTS_PRIMING / stream.codec_context.sample_rate if adts else 0.0
-            declared_end = None
-            if stream.duration is not None and stream.start_time is not None and stream.time_base is not None:
-                declared_end = float((stream.start_time + stream.duration) * stream.time_base)
-            if w0 > 1.0:  # jump near the start instead of decoding everything before it
-                # ... but a little before it: lossy codecs decode a packet from the ones before it (MDCT overlap,
-                # the MP3 bit reservoir, Opus pre-roll); the pre-roll frames end before w0 and are skipped below.
-                _seek(container, stream, w0 - _AUDIO_PREROLL)
-            # The first frame after a seek is trimmed by the decoder (Opus pre-skip) and its timestamp rounded
-            # twice: it does not anchor the sample clock below.
-            untrusted = w0 > 1.0
-            for frame in self._decode(container, stream):
-                t = _seconds(frame)
-                t = (expected if expected is not None else 0.0) if t is None else t - shift
-                if expected is not None and abs(t - expected) <= 1e-3:
-                    # Contiguous: follow the decoded samples, not timestamps rounded to the container's tick
-                    # (WebM's 1 ms puts Opus packets 0.5 ms off after the pre-skip).
-                    t = expected
-                frame_end = t + frame.samples / frame.sample_rate
-                if frame_end <= w0:
-                    expected = None if untrusted else frame_end
-                    untrusted = False
-                    continue
-                untrusted = False
-                if t >= w1:
-                    beyond = True
-                    break
-                if first is None:
-                    first = t
-                elif expected is not None and t > expected + 1e-3:
-                    # A gap in the timestamps: fill it with silence to stay on the clock. The resampler still
-                    # holds samples from before the gap: drain it first so they are counted and come before the
-                    # silence (a fresh one takes over after the gap).
-                    if resampler is not None:
-                        for out in resampler.resample(None):
-                            mono = out.to_ndarray().mean(axis=0, dtype=np.float64).astype(np.float32)
-                            chunks.append(mono)
-                            produced += mono.shape[0]
-                        resampler = None
-                    gap = round((t - first) * sr) - produced
-                    if gap > 0:
-                        chunks.append(np.zeros(gap, dtype=np.float32))
-                        produced += gap
-                expected = frame_end
-                if resampler is None:
-                    resampler = self.av.AudioResampler(format="fltp", layout=frame.layout.name, rate=sr)
-                for out in resampler.resample(frame):
-                    mono = out.to_ndarray().mean(axis=0, dtype=np.float64).astype(np.float32)
-                    chunks.append(mono)
-                    produced += mono.shape[0]
-                if bar is not None:
-                    bar.update(max(0.0, frame_end - w0 - bar.n))
-            if resampler is not None:
-                for out in resampler.resample(None):
-                    mono = out.to_ndarray().mean(axis=0, dtype=np.float64).astype(np.float32)
-                    chunks.append(mono)
-                    produced += mono.shape[0]
-        finally:
-            container.close()
-            if bar is not None:
-                bar.close()
-        if first is None and beyond:  # the stream starts at or after w1: silent over the whole window
-            return torch.zeros(round((w1 - w0) * sr), dtype=torch.float32), w1, beyond
-        if first is None:  # the stream ended before the window
-            return torch.zeros(0, dtype=torch.float32), None, beyond
-        samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-        if declared_end is not None and first + samples.shape[0] / sr > declared_end:
-            # The encoder's trailing padding (AAC fills its last 1024-sample frame) is not content: an MP4 edit
-            # list declares where the stream ends. Trust it only for such a small excess.
-            excess = first + samples.shape[0] / sr - declared_end
-            if excess <= 0.5:
-                samples = samples[: max(0, round((declared_end - first) * sr))]
-        # Place on the clock: silence before a late start, drop what lies before w0 or after w1.
-        offset = round((first - w0) * sr)
-        if offset > 0:
-            samples = np.concatenate([np.zeros(offset, dtype=np.float32), samples])
-        elif offset < 0:
-            samples = samples[-offset:]
-        if math.isfinite(w1):
-            limit = round((w1 - w0) * sr)
-            if samples.shape[0] > limit:
-                beyond |= samples.shape[0] - limit > sr // 1000  # more than 1 ms of content past the end
-                samples = samples[:limit]
-        end = w0 + samples.shape[0] / sr
-        return torch.from_numpy(np.ascontiguousarray(samples)), end, beyond
-
-    # --------------------------------------------------------------------------------- video
-
-    def _video(
-        self, w0: float, w1: float, show: bool, total: float | None
-    ) -> tuple[torch.Tensor, np.ndarray, float, bool]:
-        """Frames of ``[w0, w1)`` at ``fps`` by the centre rule; source times; the video's end; beyond-w1 flag."""
-        fps = self.fps
-        step = fps.denominator / fps.numerator  # seconds per output frame
-        container = self.source.open(self.av)
-        bar = _progress(show, total, f"video {Path(self.name).name}")
-        kept: list[np.ndarray] = []
-        kept_times: list[float] = []
-        prev = None  # (frame, time)
-        prev_rgb: np.ndarray | None = None
-        t_out = 0
-        last_gap: float | None = None
-        beyond = False
-        next_time: float | None = None  # the first frame at or past w1, when decoding stopped there
-        black: np.ndarray | None = None
-        try:
-            stream, _ = _stream_pick(container)
-            stream.thread_type = "AUTO"
-            width, height = stream.codec_context.width, stream.codec_context.height
-            if w0 > 1.0:
-                _seek(container, stream, w0)
-            for frame in self._decode(container, stream):
-                p = _seconds(frame)
-                if p is None:  # no timestamp: assume the nominal rate
-                    rate = stream.guessed_rate or stream.average_rate or 25
-                    p = (prev[1] + 1 / float(rate)) if prev is not None else w0
-                if prev is not None and p <= prev[1]:
-                    continue  # a duplicate or out-of-order timestamp never goes back in time
-                if p >= w1:
-                    beyond = True
-                    next_time = p
-                    break
-                # Emit every output frame whose centre lies before this frame: the previous frame shows there.
-                # (1 us of slack: a source frame exactly at a centre is "at or before" it even when the float sum
-                # start + (t + 0.5) / fps rounds just below its timestamp, as 0.09 + 0.25 does below 0.34.)
-                while w0 + (t_out + 0.5) * step < p - _TIME_SLACK and t_out * step < w1 - w0:
-                    if prev is None:
-                        if black is None:
-                            black = np.zeros(
-                                (3, height or frame.height, width or frame.width), dtype=np.uint8
-                            )
-                        kept.append(black)
-                        kept_times.append(math.nan)
-                    else:
-                        if prev_rgb is None:
-                            prev_rgb = _rgb(prev[0])
-                        kept.append(prev_rgb)
-                        kept_times.append(prev[1])
-                    t_out += 1
-                if prev is not None:
-                    last_gap = p - prev[1]
-                prev, prev_rgb = (frame, p), None
-                if bar is not None:
-                    bar.update(max(0.0, p - w0 - bar.n))
-            if prev is None and next_time is None:
-                raise MediaError(
-                    f"{self.name}: no video frame could be decoded in [{w0:.2f}, {w1:.2f}) s (corrupt or truncated?)"
-                )
-            if prev is None:
-                # The video starts at or after w1: black over the whole window, as before any late start.
-                video_end = w1
-                n_total = frames_for_seconds(video_end - w0, fps)
-                black = np.zeros((3, height or frame.height, width or frame.width), dtype=np.uint8)
-                kept += [black] * (n_total - t_out)
-                kept_times += [math.nan] * (n_total - t_out)
-                t_out = n_total
-            else:
-                frame, p = prev
-                # The last kept frame is on screen until the next one; only at the real end of the stream does
-                # its duration have to be guessed (its own, else the last gap, else the nominal rate).
-                duration = (
-                    next_time - p if next_time is not None else _frame_duration(frame, stream, last_gap)
-                )
-                beyond |= p + duration > w1 + 1e-3  # the last frame is still on screen past the end
-                video_end = min(p + duration, w1)
-                n_total = frames_for_seconds(video_end - w0, fps)
-                while t_out < n_total:
-                    if prev_rgb is None:
-                        prev_rgb = _rgb(frame)
-                    kept.append(prev_rgb)
-                    kept_times.append(p)
-                    t_out += 1
-        finally:
-            container.close()
-            if bar is not None:
-                bar.close()
-        frames = (
-            torch.from_numpy(np.stack(kept)) if kept else torch.zeros(0, 3, height, width, dtype=torch.uint8)
-        )
-        return frames, np.asarray(kept_times, dtype=np.float64), video_end, beyond
-
-
-def _rgb(frame: Any) -> np.ndarray:
-    """``(3, H, W)`` uint8 RGB of a video frame."""
-    return np.ascontiguousarray(frame.to_ndarray(format="rgb24").transpose(2, 0, 1))
-
-
-def _frame_duration(frame: Any, stream: Any, last_gap: float | None) -> float:
-    """How long the last frame stays on screen: its own duration, else the last gap, else the nominal rate."""
-    dur = getattr(frame, "duration", None)
-    if dur and frame.time_base is not None and dur > 0:
-        return float(dur * frame.time_base)
-    if last_gap is not None and last_gap > 0:
-        return last_gap
-    rate = stream.guessed_rate or stream.average_rate
-    return 1 / float(rate) if rate else 0.04
-
-
-def _seek(container: Any, stream: Any, seconds: float) -> None:
-    """Seek to the key frame at or before ``seconds`` (decoding then continues forward from there)."""
-    if stream.time_base is None:
-        return
-    container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
-
-
-def _progress(show: bool, total: float | None, desc: str) -> Any:
-    if not show:
-        return None
-    from tqdm.auto import tqdm  # lazily: tqdm is the [media] extra
-
-    return tqdm(total=round(total, 1) if total else None, desc=desc, unit="s", leave=False)
+__all__ = [
+    "PROGRESS_AFTER_SECONDS",
+    "MediaClip",
+    "MediaError",
+    "MediaLimits",
+    "MissingMediaError",
+    "load_media",
+]

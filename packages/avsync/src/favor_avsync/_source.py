@@ -1,0 +1,246 @@
+"""Opening a media file or its bytes so that nothing but that file is read, and refusing what is not media.
+
+- A path is opened as a Python file object, never handed to FFmpeg as a URL: ``pipe:0``, ``http://...``,
+  ``concat:a|b`` or ``file:x`` are plain file names (a missing one is `MissingMediaError`, never standard input or
+  the network).
+- No protocol is allowed for nested opens (``protocol_whitelist``): a playlist (HLS), a concat list or a DASH
+  manifest cannot make FFmpeg read other files or URLs.
+- Demuxers that turn text into "media" are refused by name: FFmpeg's ``tty`` demuxer renders any text file of
+  about 1 KB or more (.txt, .nfo, .m3u ...) as a 640x400 picture; subtitle, playlist and metadata formats hold
+  no picture or sound.
+- MP4/MOV files whose top-level boxes run past the end of the file are truncated (a cut inside the trailing
+  ``moov`` index can otherwise open with a stream missing and the full duration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from favor_avsync.errors import MediaError, MissingMediaError
+
+#: FFmpeg demuxers that are not audio, video or a picture: text rendered as a picture (tty and the text-art
+#: formats), subtitles and captions, playlists and lists of other files, metadata, synthesiser scripts, network
+#: session descriptions, raw data.
+NON_MEDIA_FORMATS = frozenset(
+    {
+        # text rendered as a picture
+        "tty", "bin", "xbin", "adf", "idf",
+        # subtitles and captions
+        "srt", "ass", "webvtt", "subviewer", "subviewer1", "microdvd", "mpl2", "mpsub", "pjs", "realtext", "sami",
+        "stl", "vplayer", "jacosub", "lrc", "scc", "sup", "vobsub", "aqtitle", "dvbsub", "dvbtxt", "mcc",
+        "tedcaptions", "rcwt", "ttml",
+        # playlists, manifests and lists of other files or URLs
+        "hls", "dash", "hds", "smoothstreaming", "concat", "sdp", "rtsp", "rtp", "sap", "tee",
+        # metadata, scripts, raw data
+        "ffmetadata", "sbg", "data", "lavfi",
+    }
+)  # fmt: skip
+#: Video codecs of those text demuxers (refused too, whatever the container says).
+NON_MEDIA_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+#: Signatures of text formats that fail to open once nested reads are refused (so FFmpeg names no format).
+_TEXT_SIGNATURES = ((b"ffconcat version", "concat"), (b"#EXTM3U", "hls"), (b"<MPD", "dash"))
+#: ISO base media (MP4/MOV) demuxer names, and the types of boxes that start such a file.
+_ISOBMFF_FORMATS = ("mov", "mp4")
+_ISOBMFF_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+#: Read buffer of PyAV's Python I/O (its 32 KB default makes many small Python calls on large files).
+_BUFFER_SIZE = 1 << 20
+
+
+class MediaSource:
+    """A path or bytes that can be opened several times, with a name for messages.
+
+    Args:
+        path_or_bytes: A file path (``str`` or ``os.PathLike``) or the encoded file in memory.
+        max_pixels: Decoders refuse pictures larger than this (passed to FFmpeg as ``max_pixels``), so probing a
+            file never decodes a huge picture.
+    """
+
+    def __init__(self, path_or_bytes: Any, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            self.data: bytes | None = bytes(path_or_bytes)
+            self.path: Path | None = None
+            self.name = f"<bytes: {len(self.data)} bytes>"
+            if not self.data:
+                raise MediaError("path_or_bytes: the media bytes are empty (0 bytes)")
+            return
+        if not isinstance(path_or_bytes, (str, os.PathLike)):
+            raise ValueError(
+                f"path_or_bytes must be a file path or bytes, got {type(path_or_bytes).__name__}: {path_or_bytes!r}"
+            )
+        self.path = Path(path_or_bytes)
+        self.data = None
+        self.name = str(self.path)
+        if not self.path.exists():
+            raise MissingMediaError(f"{self.name}: no such media file")
+        if self.path.is_dir():
+            raise MediaError(f"{self.name}: is a directory, not a media file")
+        if not self.path.is_file():
+            raise MediaError(
+                f"{self.name}: not a regular file (a pipe or device?); save the media to a file first"
+            )
+        if self.path.stat().st_size == 0:
+            raise MediaError(f"{self.name}: the file is empty (0 bytes)")
+
+    def _file(self) -> BinaryIO:
+        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
+
+    @contextlib.contextmanager
+    def open(self, av: Any) -> Iterator[Any]:
+        """The opened PyAV input container, for a ``with`` block; refuses non-media formats and truncated MP4."""
+        with self._file() as file:
+            container = self._open_container(av, file)
+            try:
+                yield container
+            finally:
+                container.close()
+
+    def _open_container(self, av: Any, file: BinaryIO) -> Any:
+        try:
+            container = av.open(
+                file,
+                mode="r",
+                buffer_size=_BUFFER_SIZE,
+                # No nested I/O: whatever the format, FFmpeg reads only this file object.
+                options={"protocol_whitelist": "none", "max_pixels": str(self.max_pixels)},
+            )
+        except av.FFmpegError as err:
+            head = self._head()
+            text = head.lstrip(b"\xef\xbb\xbf \t\r\n")  # without a UTF-8 byte-order mark or leading space
+            kind = next((kind for sig, kind in _TEXT_SIGNATURES if text.startswith(sig)), None)
+            if kind is not None:
+                raise self._not_media(kind) from err
+            if head[4:8] in _ISOBMFF_BOXES:
+                self._check_boxes()  # a truncated MP4 says which box is cut
+            raise MediaError(
+                f"{self.name}: not a readable media file (corrupt or truncated?): {err}"
+            ) from err
+        try:
+            fmt = container.format.name
+            if any(f in NON_MEDIA_FORMATS for f in fmt.split(",")):
+                raise self._not_media(fmt)
+            for stream in container.streams.video:
+                codec = stream.codec_context.name if stream.codec_context is not None else None
+                if codec in NON_MEDIA_CODECS:
+                    raise self._not_media(f"{fmt} ({codec} text rendered as a picture)")
+            if any(f in _ISOBMFF_FORMATS for f in fmt.split(",")):
+                self._check_boxes()
+        except BaseException:
+            container.close()
+            raise
+        return container
+
+    def _not_media(self, kind: str) -> MediaError:
+        return MediaError(
+            f"{self.name}: FFmpeg reads it as '{kind}', which is not audio, video or an image (text, subtitles, "
+            "a playlist or list of other files, or metadata); give the media file itself"
+        )
+
+    def _head(self) -> bytes:
+        """The first KB of the file."""
+        with self._file() as f:
+            return f.read(1024)
+
+    def _check_boxes(self) -> None:
+        """MP4/MOV: every top-level box (``size``, ``type``; size 1 = 64-bit size follows, 0 = to the end) must end
+        within the file."""
+        with self._file() as f:
+            f.seek(0, io.SEEK_END)
+            total = f.tell()
+            offset = 0
+            while offset + 8 <= total:
+                f.seek(offset)
+                size, kind = struct.unpack(">I4s", f.read(8))
+                header = 8
+                if size == 1:
+                    if offset + 16 > total:
+                        break
+                    (size,) = struct.unpack(">Q", f.read(8))
+                    header = 16
+                elif size == 0:  # the last box runs to the end of the file
+                    return
+                name = kind.decode("latin-1")
+                if size < header:
+                    raise MediaError(
+                        f"{self.name}: damaged MP4/MOV: its '{name}' box at byte {offset} declares an impossible "
+                        f"size of {size} bytes; re-download or re-encode the file"
+                    )
+                if offset + size > total:
+                    what = {"moov": " (the index of all streams)", "mdat": " (the audio and video data)"}.get(
+                        name, ""
+                    )
+                    raise MediaError(
+                        f"{self.name}: truncated: its '{name}' box{what} declares {size} bytes at byte {offset} but "
+                        f"the file ends {offset + size - total} bytes short of it ({total} bytes); re-download or "
+                        "re-encode the file"
+                    )
+                offset += size
+
+
+def pick_streams(container: Any) -> tuple[Any | None, Any | None]:
+    """The first video stream that is not an attached cover picture, and the first audio stream (or None)."""
+    video = next((s for s in container.streams.video if not _is_attached_picture(s)), None)
+    audio = next(iter(container.streams.audio), None)
+    return video, audio
+
+
+def _is_attached_picture(stream: Any) -> bool:
+    try:
+        return bool(stream.disposition & stream.disposition.__class__.attached_pic)
+    except (AttributeError, TypeError):  # pragma: no cover - very old PyAV
+        return False
+
+
+def decode(av: Any, container: Any, stream: Any, name: str) -> Any:
+    """Frames of ``stream``, turning FFmpeg errors into a MediaError that names the file."""
+    try:
+        yield from container.decode(stream)
+    except av.FFmpegError as err:
+        raise MediaError(f"{name}: decoding the {stream.type} stream failed (corrupt?): {err}") from err
+
+
+def declared_stream_end(stream: Any) -> float | None:
+    """Where the container says a stream ends (file clock, seconds), or None when it does not say."""
+    if stream.duration is None or stream.start_time is None or stream.time_base is None:
+        return None
+    return float((stream.start_time + stream.duration) * stream.time_base)
+
+
+def seconds(frame: Any) -> float | None:
+    """A decoded frame's presentation time in seconds (None without a timestamp)."""
+    if frame.pts is None or frame.time_base is None:
+        return None
+    return float(frame.pts * frame.time_base)
+
+
+def seek(container: Any, stream: Any, at: float) -> None:
+    """Seek to the key frame at or before ``at`` seconds (decoding then continues forward from there)."""
+    if stream.time_base is None:
+        return
+    container.seek(int(at / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+
+def progress_bar(show: bool, total: float | None, desc: str) -> Any:
+    """A tqdm bar in seconds, or None when not shown."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm  # lazily: tqdm is the [media] extra
+
+    return tqdm(total=round(total, 1) if total else None, desc=desc, unit="s", leave=False)
+
+
+__all__ = [
+    "NON_MEDIA_CODECS",
+    "NON_MEDIA_FORMATS",
+    "MediaSource",
+    "pick_streams",
+    "progress_bar",
+    "seconds",
+    "seek",
+]
