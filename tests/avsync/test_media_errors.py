@@ -49,7 +49,7 @@ def test_corrupt_file(tmp_path):
         load_media(path.read_bytes())
     text = tmp_path / "notes.mkv"
     text.write_text("this is not a media file\n" * 200)
-    with pytest.raises(MediaError, match=r"notes\.mkv: not a readable media file"):
+    with pytest.raises(MediaError, match=r"notes\.mkv: a text file, not audio, video or an image"):
         load_media(text)
 
 

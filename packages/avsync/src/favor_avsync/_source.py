@@ -76,7 +76,9 @@ class MediaSource:
             )
         self.path = Path(path_or_bytes)
         self.data = None
-        self.name = str(self.path)
+        # As given (Path would turn "http://x" into "http:/x" in messages).
+        given = os.fspath(path_or_bytes)
+        self.name = given if isinstance(given, str) else str(self.path)
         if not self.path.exists():
             raise MissingMediaError(f"{self.name}: no such media file")
         if self.path.is_dir():
@@ -116,6 +118,10 @@ class MediaSource:
             kind = next((kind for sig, kind in _TEXT_SIGNATURES if text.startswith(sig)), None)
             if kind is not None:
                 raise self._not_media(kind) from err
+            if _is_text(head):
+                raise MediaError(
+                    f"{self.name}: a text file, not audio, video or an image; give the media file itself"
+                ) from err
             if head[4:8] in _ISOBMFF_BOXES:
                 self._check_boxes()  # a truncated MP4 says which box is cut
             raise MediaError(
@@ -181,6 +187,17 @@ class MediaSource:
                         "re-encode the file"
                     )
                 offset += size
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether the first bytes of a file read as text (UTF-8 without control characters other than white space)."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:  # a multi-byte character cut at the end of the head is still text
+        if err.start < len(head) - 3:
+            return False
+        text = head[: err.start].decode("utf-8")
+    return bool(text) and all(c.isprintable() or c in "\t\r\n\f" for c in text)
 
 
 def pick_streams(container: Any) -> tuple[Any | None, Any | None]:

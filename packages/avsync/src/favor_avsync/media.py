@@ -195,7 +195,7 @@ class _Assembly:
         ):
             if has and first is None:
                 raise MediaError(
-                    f"{self.name}: damaged: it declares a {kind} stream ({codec}) but none of it could be decoded; "
+                    f"{self.name}: damaged: it declares {'an' if kind == 'audio' else 'a'} {kind} stream ({codec}) but none of it could be decoded; "
                     f"re-encode the file, or remove that stream (ffmpeg -i IN -{kind[0]}n -c copy OUT)"
                 )
         origin = min(firsts)
