@@ -110,6 +110,21 @@ def check_inputs(
     return streams
 
 
+def check_image(image: object, tokens_per_frame: int) -> torch.Tensor:
+    """Check one image's visual tokens, ``(B, N, Dv)`` or ``(B, 1, N, Dv)``; return them as ``(B, 1, N, Dv)``."""
+    if not isinstance(image, torch.Tensor):
+        raise ValueError(f"image must be a torch.Tensor, got {type(image).__name__}")
+    if image.ndim == 3:
+        image = image.unsqueeze(1)
+    if image.ndim != 4 or image.shape[1] != 1:
+        raise ValueError(f"image must have shape (B, N, Dv) or (B, 1, N, Dv), got {tuple(image.shape)}")
+    if image.shape[2] != tokens_per_frame:
+        raise ValueError(
+            f"image must have tokens_per_frame={tokens_per_frame} tokens (dim 2), got shape {tuple(image.shape)}"
+        )
+    return image
+
+
 def check_lengths(
     lengths: torch.Tensor | Sequence[int] | None, batch: int, size: int, name: str, device: torch.device
 ) -> torch.Tensor:
@@ -211,6 +226,7 @@ __all__ = [
     "TIMELINES",
     "check_audio_lengths",
     "check_config",
+    "check_image",
     "check_inputs",
     "check_lengths",
     "check_modality_mask",

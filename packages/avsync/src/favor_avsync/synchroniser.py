@@ -32,6 +32,7 @@ from favor_avsync._placement import place_stream, place_whole_ratio, released_fe
 from favor_avsync._validation import (
     check_audio_lengths,
     check_config,
+    check_image,
     check_inputs,
     check_lengths,
     check_modality_mask,
@@ -216,17 +217,7 @@ class TemporalSynchroniser(nn.Module):
         Returns:
             ``(B, repeat_image, N, Dv)`` (a broadcast view; ``.contiguous()`` it before writing into it).
         """
-        if not isinstance(image, torch.Tensor):
-            raise ValueError(f"image must be a torch.Tensor, got {type(image).__name__}")
-        if image.ndim == 3:
-            image = image.unsqueeze(1)
-        if image.ndim != 4 or image.shape[1] != 1:
-            raise ValueError(f"image must have shape (B, N, Dv) or (B, 1, N, Dv), got {tuple(image.shape)}")
-        if image.shape[2] != self.tokens_per_frame:
-            raise ValueError(
-                f"image must have tokens_per_frame={self.tokens_per_frame} tokens (dim 2), "
-                f"got shape {tuple(image.shape)}"
-            )
+        image = check_image(image, self.tokens_per_frame)  # (B, 1, N, Dv)
         return image.expand(-1, self.repeat_image, -1, -1)
 
     # ------------------------------------------------------------------ the synchroniser
