@@ -207,8 +207,9 @@ class FrameSampler:
         size = count * math.prod(shape) if shape is not None else 0
         if size > self.limits.max_frame_bytes:
             raise MediaError(
-                f"{self.name}: {count} frames at fps={float(self.fps):g} of this video would take {size / 2**30:.1f} "
-                f"GiB, over limits.max_frame_bytes={self.limits.max_frame_bytes / 2**30:g} GiB; pass max_seconds= or "
+                f"{self.name}: {count} frames at fps={float(self.fps):g} of this video would take {_size(size)}, over "
+                f"limits.max_frame_bytes={self.limits.max_frame_bytes} ({_size(self.limits.max_frame_bytes)}); pass "
+                "max_seconds= or "
                 "start=/end= for a part, a lower fps, or limits=favor_avsync.MediaLimits(max_frame_bytes=...)"
             )
 
@@ -219,6 +220,10 @@ class FrameSampler:
                 f"{self.limits.max_duration:g} s (damaged timestamps, or a very long file); pass max_seconds= or "
                 "end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
             )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def rgb(frame: Any) -> np.ndarray:
