@@ -56,7 +56,9 @@ class FrameSampler:
             self._check_declared_size(video, image=True)
             frame = next(iter(decode(self.av, container, video, self.name)), None)
             if frame is None:
-                raise MediaError(f"{self.name}: the image could not be decoded (corrupt or truncated?)")
+                raise MediaError(
+                    f"{self.name}: the image could not be decoded (corrupt or truncated?); re-download or re-encode it"
+                )
             self._check_size(frame.width, frame.height)
             rgb_frame = rgb(frame)  # (3, H, W)
         return torch.from_numpy(rgb_frame)[None]
@@ -136,7 +138,7 @@ class FrameSampler:
                 if prev is None and next_time is None:
                     raise MediaError(
                         f"{self.name}: no video frame could be decoded in [{w0:.2f}, {w1:.2f}) s "
-                        "(corrupt or truncated?)"
+                        "(corrupt or truncated?); re-download or re-encode the file"
                     )
                 if prev is None:
                     # The video starts at or after w1: black over the whole window, as before any late start.

@@ -125,7 +125,8 @@ class MediaSource:
             if head[4:8] in _ISOBMFF_BOXES:
                 self._check_boxes()  # a truncated MP4 says which box is cut
             raise MediaError(
-                f"{self.name}: not a readable media file (corrupt or truncated?): {err}"
+                f"{self.name}: not a readable media file (corrupt or truncated?): {err}; give a complete video, "
+                "audio or image file"
             ) from err
         try:
             fmt = container.format.name
@@ -219,7 +220,9 @@ def decode(av: Any, container: Any, stream: Any, name: str) -> Any:
     try:
         yield from container.decode(stream)
     except av.FFmpegError as err:
-        raise MediaError(f"{name}: decoding the {stream.type} stream failed (corrupt?): {err}") from err
+        raise MediaError(
+            f"{name}: decoding the {stream.type} stream failed (corrupt?): {err}; re-download or re-encode the file"
+        ) from err
 
 
 def declared_stream_end(stream: Any) -> float | None:

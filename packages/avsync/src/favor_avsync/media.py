@@ -187,7 +187,8 @@ class _Assembly:
         firsts = [t for t in (v_first, a_first) if t is not None]
         if not firsts:
             raise MediaError(
-                f"{self.name}: no frame or audio sample could be decoded (corrupt or truncated?)"
+                f"{self.name}: no frame or audio sample could be decoded (corrupt or truncated?); re-download or "
+                "re-encode the file"
             )
         for kind, has, first, codec in (
             ("video", declared.has_video, v_first, declared.video_codec),
