@@ -69,6 +69,15 @@ def test_mp4_box_with_impossible_size(clip, tmp_path):
         load_media(path)
 
 
+@pytest.mark.parametrize("junk", [b"\x00\x01\x02\x03\xff\xfe\xfd\xfc" * 4, b"\x00" * 64])
+def test_mp4_with_bytes_after_its_last_box_still_loads(clip, tmp_path, junk):
+    # Some writers append bytes that are no box; FFmpeg skips them, and so does the box walk.
+    path = tmp_path / "tail.mp4"
+    path.write_bytes(clip.read_bytes() + junk)
+    media = load_media(path)
+    assert media.num_frames == 12 and media.audio is not None
+
+
 def test_matroska_cut_says_what_is_missing(tmp_path):
     spec = make_test_clip(tmp_path / "six.mkv", container="mkv", duration=6.0)
     cut = tmp_path / "cut.mkv"

@@ -156,7 +156,7 @@ class MediaSource:
 
     def _check_boxes(self) -> None:
         """MP4/MOV: every top-level box (``size``, ``type``; size 1 = 64-bit size follows, 0 = to the end) must end
-        within the file."""
+        within the file. The walk stops at bytes that are no box (junk some writers append after the last box)."""
         with self._file() as f:
             f.seek(0, io.SEEK_END)
             total = f.tell()
@@ -164,6 +164,8 @@ class MediaSource:
             while offset + 8 <= total:
                 f.seek(offset)
                 size, kind = struct.unpack(">I4s", f.read(8))
+                if not all(32 <= c < 127 for c in kind):
+                    return  # not a box type (four printable characters): bytes after the last box, which FFmpeg skips
                 header = 8
                 if size == 1:
                     if offset + 16 > total:
