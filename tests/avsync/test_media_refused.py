@@ -90,6 +90,51 @@ def test_matroska_cut_says_what_is_missing(tmp_path):
         load_media(cut)
 
 
+@pytest.mark.parametrize(
+    ("container", "match"),
+    [
+        # FFmpeg clamps a cut WAV's declared length to what is there, and ends a cut Ogg at its last whole page:
+        # both used to load as a shorter clip without a word.
+        (
+            "wav",
+            r"truncated: its 'data' chunk \(the samples\) declares 192000 bytes at byte \d+ but the file ends",
+        ),
+        ("ogg", r"truncated: its last Ogg page \(at byte \d+\) is cut short"),
+        ("mp3", r"truncated or damaged: its audio stream declares 6\.00 s but decoding stops at \d\.\d\d s "),
+    ],
+)
+def test_cut_audio_files(tmp_path, container, match):
+    spec = make_test_clip(tmp_path / f"six.{container}", container=container, duration=6.0)
+    assert load_media(spec.path).duration == pytest.approx(6.0, abs=0.05)
+    cut = tmp_path / f"cut.{container}"
+    cut.write_bytes(spec.path.read_bytes()[: spec.path.stat().st_size // 2])
+    with pytest.raises(MediaError, match=rf"cut\.{container}: {match}.*re-download or re-encode the file"):
+        load_media(cut)
+
+
+def test_streaming_wav_with_unknown_sizes_still_loads(tmp_path):
+    # A WAV written to a pipe cannot know its length: RIFF and data sizes 0xFFFFFFFF mean "to the end of the file".
+    data = bytearray(make_test_clip(tmp_path / "six.wav", container="wav", duration=6.0).path.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"
+    at = data.find(b"data")
+    data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    path = tmp_path / "stream.wav"
+    path.write_bytes(bytes(data))
+    assert load_media(path).duration == pytest.approx(6.0, abs=0.05)
+
+
+def test_ogg_cut_on_a_page_boundary_is_refused(tmp_path):
+    # A cut exactly after a whole page leaves a valid-looking file; its last page lacks the end-of-stream flag.
+    data = make_test_clip(tmp_path / "six.ogg", container="ogg", duration=6.0).path.read_bytes()
+    last = data.rfind(b"OggS")
+    path = tmp_path / "pages.ogg"
+    path.write_bytes(data[:last])
+    with pytest.raises(
+        MediaError, match=r"pages\.ogg: truncated: its last Ogg page \(at byte \d+\) does not end"
+    ):
+        load_media(path)
+
+
 def test_declared_stream_that_cannot_be_decoded(tmp_path):
     # A Matroska file that declares an audio track but holds no audio packet: it used to load as video only.
     path = tmp_path / "silent_track.mkv"

@@ -8,8 +8,8 @@
 - Demuxers that turn text into "media" are refused by name: FFmpeg's ``tty`` demuxer renders any text file of
   about 1 KB or more (.txt, .nfo, .m3u ...) as a 640x400 picture; subtitle, playlist and metadata formats hold
   no picture or sound.
-- MP4/MOV files whose top-level boxes run past the end of the file are truncated (a cut inside the trailing
-  ``moov`` index can otherwise open with a stream missing and the full duration).
+- Truncated MP4/MOV, WAV and Ogg files, which FFmpeg opens without complaint, are refused (_integrity.py): a cut
+  inside an MP4's trailing ``moov`` index could otherwise open with a stream missing and the full duration.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from favor_avsync._integrity import ISOBMFF_BOXES, isobmff_problem, ogg_problem, riff_problem
 from favor_avsync.errors import MediaError, MissingMediaError
 
 #: FFmpeg demuxers that are not audio, video or a picture: text rendered as a picture (tty and the text-art
@@ -45,9 +45,8 @@ NON_MEDIA_FORMATS = frozenset(
 NON_MEDIA_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 #: Signatures of text formats that fail to open once nested reads are refused (so FFmpeg names no format).
 _TEXT_SIGNATURES = ((b"ffconcat version", "concat"), (b"#EXTM3U", "hls"), (b"<MPD", "dash"))
-#: ISO base media (MP4/MOV) demuxer names, and the types of boxes that start such a file.
-_ISOBMFF_FORMATS = ("mov", "mp4")
-_ISOBMFF_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+#: Structural truncation checks (_integrity.py) by FFmpeg demuxer name.
+_STRUCTURE_CHECKS = ((("mov", "mp4"), isobmff_problem), (("wav",), riff_problem), (("ogg",), ogg_problem))
 #: Read buffer of PyAV's Python I/O (its 32 KB default makes many small Python calls on large files).
 _BUFFER_SIZE = 1 << 20
 
@@ -122,8 +121,8 @@ class MediaSource:
                 raise MediaError(
                     f"{self.name}: a text file, not audio, video or an image; give the media file itself"
                 ) from err
-            if head[4:8] in _ISOBMFF_BOXES:
-                self._check_boxes()  # a truncated MP4 says which box is cut
+            if head[4:8] in ISOBMFF_BOXES:
+                self._check_structure("mp4")  # a truncated MP4 says which box is cut
             raise MediaError(
                 f"{self.name}: not a readable media file (corrupt or truncated?): {err}; give a complete video, "
                 "audio or image file"
@@ -136,8 +135,7 @@ class MediaSource:
                 codec = stream.codec_context.name if stream.codec_context is not None else None
                 if codec in NON_MEDIA_CODECS:
                     raise self._not_media(f"{fmt} ({codec} text rendered as a picture)")
-            if any(f in _ISOBMFF_FORMATS for f in fmt.split(",")):
-                self._check_boxes()
+            self._check_structure(fmt)
         except BaseException:
             container.close()
             raise
@@ -154,42 +152,16 @@ class MediaSource:
         with self._file() as f:
             return f.read(1024)
 
-    def _check_boxes(self) -> None:
-        """MP4/MOV: every top-level box (``size``, ``type``; size 1 = 64-bit size follows, 0 = to the end) must end
-        within the file. The walk stops at bytes that are no box (junk some writers append after the last box)."""
+    def _check_structure(self, fmt: str) -> None:
+        """Refuse a truncated MP4/MOV, WAV or Ogg file (see _integrity.py) that FFmpeg opened anyway."""
+        names = fmt.split(",")
+        check = next((c for formats, c in _STRUCTURE_CHECKS if any(f in formats for f in names)), None)
+        if check is None:
+            return
         with self._file() as f:
-            f.seek(0, io.SEEK_END)
-            total = f.tell()
-            offset = 0
-            while offset + 8 <= total:
-                f.seek(offset)
-                size, kind = struct.unpack(">I4s", f.read(8))
-                if not all(32 <= c < 127 for c in kind):
-                    return  # not a box type (four printable characters): bytes after the last box, which FFmpeg skips
-                header = 8
-                if size == 1:
-                    if offset + 16 > total:
-                        break
-                    (size,) = struct.unpack(">Q", f.read(8))
-                    header = 16
-                elif size == 0:  # the last box runs to the end of the file
-                    return
-                name = kind.decode("latin-1")
-                if size < header:
-                    raise MediaError(
-                        f"{self.name}: damaged MP4/MOV: its '{name}' box at byte {offset} declares an impossible "
-                        f"size of {size} bytes; re-download or re-encode the file"
-                    )
-                if offset + size > total:
-                    what = {"moov": " (the index of all streams)", "mdat": " (the audio and video data)"}.get(
-                        name, ""
-                    )
-                    raise MediaError(
-                        f"{self.name}: truncated: its '{name}' box{what} declares {size} bytes at byte {offset} but "
-                        f"the file ends {offset + size - total} bytes short of it ({total} bytes); re-download or "
-                        "re-encode the file"
-                    )
-                offset += size
+            problem = check(f)
+        if problem is not None:
+            raise MediaError(f"{self.name}: {problem}; re-download or re-encode the file")
 
 
 def _is_text(head: bytes) -> bool:
