@@ -247,6 +247,18 @@ def test_pipe_name_never_reads_standard_input(clip, tmp_path):
     assert done.stdout.decode().strip() == "missing: pipe:0: no such media file", done.stderr.decode()
 
 
+def test_image_pattern_name_reads_only_that_file(tmp_path, monkeypatch):
+    # FFmpeg's image2 demuxer expands "img%03d.png" to img001.png, img002.png ...: given as a URL it would read
+    # those files instead of the one named.
+    make_test_clip(tmp_path / "img%03d.png", container="png", colours=[(255, 0, 0)])
+    for i in (1, 2):
+        make_test_clip(tmp_path / f"img{i:03d}.png", container="png", colours=[(0, 0, 255)])
+    monkeypatch.chdir(tmp_path)
+    frames = load_media("img%03d.png").frames
+    assert frames.shape[0] == 1
+    assert frames[0, :, 10, 10].tolist() == [255, 0, 0]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_named_pipe_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "clip.mp4"
