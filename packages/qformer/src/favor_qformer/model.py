@@ -281,6 +281,9 @@ class CausalQFormer(nn.Module):
                 else freshly initialised.
             **overrides: Config fields. With a bare state dict, ``num_heads`` defaults to ``hidden_size // 64``.
 
+        Returns:
+            The model in eval mode (dropout off); call ``.train()`` to fine-tune.
+
         Raises:
             ValueError: unexpected or wrongly shaped tensors, or missing Q-Former tensors (all listed).
         """
@@ -292,7 +295,7 @@ class CausalQFormer(nn.Module):
         if "query_tokens" not in native:
             fresh = (*fresh, "query_tokens")
         model.load_native_state_dict(native, source="from_blip2_qformer", allow_missing=fresh)
-        return model
+        return model.eval()  # as every loader here (and transformers): call .train() to fine-tune
 
     def load_native_state_dict(
         self, state_dict: dict[str, torch.Tensor], source: str = "load", allow_missing: tuple[str, ...] = ()
