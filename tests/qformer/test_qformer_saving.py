@@ -266,3 +266,12 @@ def test_truncated_or_corrupt_files_are_value_errors_naming_the_file(tmp_path):
     (tmp_path / "config.json").write_text('{"hidden_size": 16,')
     with pytest.raises(ValueError, match=r"config\.json: not a valid JSON config"):
         CausalQFormer.from_pretrained(tmp_path)
+
+
+def test_hub_keywords_reach_the_download_and_unknown_ones_are_refused(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"'nobody/no-such-qformer' is neither a local directory nor a reachable"
+    ):
+        CausalQFormer.from_pretrained("nobody/no-such-qformer", local_files_only=True, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"unknown keyword arguments \['map_location'\]"):
+        CausalQFormer.from_pretrained("nobody/no-such-qformer", map_location="cpu")

@@ -53,7 +53,12 @@ def save_pretrained(model: QFormerCheckpointable, directory: str | Path) -> Path
     return directory
 
 
-def _resolve(directory_or_repo_id: str | Path, revision: str | None) -> tuple[Path, Path]:
+HUB_KWARGS = ("token", "cache_dir", "local_files_only", "force_download")
+
+
+def _resolve(
+    directory_or_repo_id: str | Path, revision: str | None, hub_kwargs: dict[str, Any]
+) -> tuple[Path, Path]:
     local = Path(directory_or_repo_id)
     if local.is_dir():
         paths = (local / CONFIG_NAME, local / WEIGHTS_NAME)
@@ -65,11 +70,16 @@ def _resolve(directory_or_repo_id: str | Path, revision: str | None) -> tuple[Pa
         return paths
     from huggingface_hub import hf_hub_download
 
+    unknown = sorted(set(hub_kwargs) - set(HUB_KWARGS))
+    if unknown:
+        raise ValueError(
+            f"from_pretrained: unknown keyword arguments {unknown}; expected some of {list(HUB_KWARGS)}"
+        )
     repo = str(directory_or_repo_id)
     try:
         return (
-            Path(hf_hub_download(repo, CONFIG_NAME, revision=revision)),
-            Path(hf_hub_download(repo, WEIGHTS_NAME, revision=revision)),
+            Path(hf_hub_download(repo, CONFIG_NAME, revision=revision, **hub_kwargs)),
+            Path(hf_hub_download(repo, WEIGHTS_NAME, revision=revision, **hub_kwargs)),
         )
     except Exception as error:
         raise ValueError(
@@ -104,9 +114,10 @@ def from_pretrained(
     *,
     revision: str | None,
     dtype: torch.dtype | None,
+    hub_kwargs: dict[str, Any] | None = None,
 ) -> ModelT:
     """Strict load; each floating tensor keeps its stored dtype (``dtype`` casts all instead); eval mode."""
-    config_path, weights_path = _resolve(directory_or_repo_id, revision)
+    config_path, weights_path = _resolve(directory_or_repo_id, revision, hub_kwargs or {})
     config = read_config(config_path)
     tensors = read_weights(weights_path)
     model = cls(config)

@@ -345,8 +345,12 @@ class CausalQFormer(nn.Module):
         *,
         revision: str | None = None,
         dtype: torch.dtype | None = None,
+        **hub_kwargs: Any,
     ) -> CausalQFormer:
         """Load from a local directory or a Hugging Face Hub repository written by ``save_pretrained``.
+
+        ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` for a repository id (``token``, ``cache_dir``,
+        ``local_files_only``, ``force_download``, as ``PyTorchModelHubMixin.from_pretrained`` takes them).
 
         Each parameter and buffer keeps the dtype it was saved in (a mixed-precision model stays mixed) unless
         ``dtype`` is given, which casts every floating tensor. The model is returned in eval mode (dropout off), as
@@ -358,7 +362,9 @@ class CausalQFormer(nn.Module):
         """
         from ._hub import from_pretrained
 
-        return from_pretrained(cls, directory_or_repo_id, revision=revision, dtype=dtype)
+        return from_pretrained(
+            cls, directory_or_repo_id, revision=revision, dtype=dtype, hub_kwargs=hub_kwargs
+        )
 
     def push_to_hub(
         self,
