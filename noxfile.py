@@ -2,9 +2,9 @@
 ``lint``, ``docs``, ``demo``, ``bench``.
 
 torch: a session first looks for a torch >= 2.10 already in its environment and installs nothing if there is one.
-When the Python that runs nox already has such a torch (any build: CPU, CUDA, ROCm), the workspace sessions
-(``tests``, ``tests_slow``, ``docs``, ``demo``, ``bench``) see it through ``--system-site-packages`` instead of
-downloading another; ``FAVOR_NOX_SYSTEM_SITE_PACKAGES=1`` / ``0`` forces that on / off. Otherwise the session installs
+When the Python that runs nox is a base interpreter (system, pyenv, conda; not a venv) that already has such a torch
+(any build: CPU, CUDA, ROCm), the workspace sessions (``tests``, ``tests_slow``, ``docs``, ``demo``) see it through
+``--system-site-packages`` instead of downloading another; ``FAVOR_NOX_SYSTEM_SITE_PACKAGES=1`` / ``0`` forces that on / off. Otherwise the session installs
 ``FAVOR_TORCH_PIN`` (default ``torch==2.13.0``) from the package index pip is configured with; on PyPI that is the
 CUDA build on Linux (several GB). For the CPU build set ``FAVOR_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu``.
 ``tests_isolated`` and ``tests_wheels`` always start from an empty environment (they check declared dependencies).
@@ -17,6 +17,7 @@ import importlib.metadata
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import nox
@@ -44,6 +45,10 @@ def _host_has_torch() -> bool:
     forced = os.environ.get("FAVOR_NOX_SYSTEM_SITE_PACKAGES")
     if forced is not None:
         return forced not in ("", "0", "false", "no")
+    if (
+        sys.prefix != sys.base_prefix
+    ):  # nox runs inside a venv: a new venv would see the base's packages, not these
+        return False
     try:
         return _torch_version_ok(importlib.metadata.version("torch"))
     except importlib.metadata.PackageNotFoundError:

@@ -1,14 +1,16 @@
 """Atomic checkpoint folders: a save either lands whole or leaves the previous checkpoint untouched.
 
 ``atomic_save_directory(target)`` is a context manager for any code that writes a checkpoint folder (it knows
-nothing about the Q-Former; favor-llm's savers can use it as they are)::
+nothing about the Q-Former; favor-llm's savers can use it as they are):
 
-    from favor_qformer.saving import atomic_save_directory
+```python
+from favor_qformer.saving import atomic_save_directory
 
-    with atomic_save_directory("ckpt", owned=["*.safetensors", "config.json"]) as staging:
-        save_file(tensors, staging / "model.safetensors")  # write every file of the checkpoint into `staging`
-        (staging / "config.json").write_text(text)
-    # "ckpt" now holds the new checkpoint; if the block raised, it still holds the old one
+with atomic_save_directory("ckpt", owned=["*.safetensors", "config.json"]) as staging:
+    save_file(tensors, staging / "model.safetensors")  # write every file of the checkpoint into `staging`
+    (staging / "config.json").write_text(text)
+# "ckpt" now holds the new checkpoint; if the block raised, it still holds the old one
+```
 
 How (issue 10: a full disk, Ctrl-C or a killed process during a save must not lose the saved work):
 
