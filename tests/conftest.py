@@ -26,10 +26,10 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# The golden files of the released FAVOR code live beside the checkout (../shared/reference); FAVOR_REFERENCE_DIR
-# points elsewhere.
+# The golden files of the released FAVOR code ship with the tests (tests/data/reference, see PROVENANCE.md there);
+# FAVOR_REFERENCE_DIR points the tests at another copy.
 REFERENCE_DIR = Path(
-    os.environ.get("FAVOR_REFERENCE_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "reference")
+    os.environ.get("FAVOR_REFERENCE_DIR") or Path(__file__).resolve().parent / "data" / "reference"
 )
 
 
@@ -37,8 +37,9 @@ REFERENCE_DIR = Path(
 def reference_dir() -> Path:
     """The released-FAVOR golden files.
 
-    Outside CI a checkout without them skips the golden tests; in CI (``CI`` set) their absence is a failure, so
-    the equivalence tests can never pass by being skipped.
+    They are part of the repository, so a clone always has them; a ``FAVOR_REFERENCE_DIR`` that points nowhere
+    skips the golden tests outside CI, and in CI (``CI`` set) it is a failure, so the equivalence tests can never
+    pass by being skipped.
     """
     if not REFERENCE_DIR.is_dir():
         message = f"reference files not found at {REFERENCE_DIR} (set FAVOR_REFERENCE_DIR)"

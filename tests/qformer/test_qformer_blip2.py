@@ -107,6 +107,7 @@ def test_whole_blip2_model_and_state_dict_inputs():
     full = {f"qformer.{k}": v for k, v in model.state_dict().items()}
     full.update({"query_tokens": query_tokens, "language_projection.weight": torch.zeros(2, 2)})
     converted = CausalQFormer.from_blip2_qformer(full, num_heads=HEADS, **window)
+    assert not converted.training  # loaders return eval mode (issue 10)
     torch.testing.assert_close(_ours(converted, features), want, rtol=0, atol=1e-5)
 
     # LAVIS layout (Qformer.bert.…, attention.self.…, embeddings.LayerNorm), without and with the text FFN

@@ -21,9 +21,9 @@ def _features(reference):
     return synced.reshape(synced.shape[0], -1, 32, synced.shape[-1])  # (2, 23, 32, 96)
 
 
-def _run(reference, **overrides):
+def _run(reference, keywords=None, **overrides):
     model = CausalQFormer.from_favor_official(
-        official_state_dict(reference), reference_config(**overrides)
+        official_state_dict(reference), reference_config(**overrides), **(keywords or {})
     ).eval()
     features = _features(reference)
     frame_mask = torch.ones(features.shape[:2], dtype=torch.bool)
@@ -89,7 +89,7 @@ def test_masks_match_release(reference):
 def test_padding_quirk_is_what_the_release_does(reference):
     """Masking the padding in the causal module (our default) moves the output: the flag is load-bearing."""
     released = _run(reference)
-    masked = _run(reference, causal_attends_window_padding=False)
+    masked = _run(reference, keywords={"causal_attends_window_padding": False})  # a keyword opts out
     last = masked.tokens[:, 2]  # the partial windows
     assert (last - released.tokens[:, 2]).abs().max() > 1e-5
     # full windows do not care about the flag
@@ -126,3 +126,29 @@ def test_official_loading_is_strict(reference):
     wrong = {**state, "ln_video.bias": torch.zeros(95)}
     with pytest.raises(ValueError, match=r"input_layernorm.bias: expected \(96,\), got \(95,\)"):
         CausalQFormer.from_favor_official(wrong, reference_config())
+
+
+def test_explicit_config_without_the_quirk_gets_it_and_a_warning(reference):
+    """A config that leaves ``causal_attends_window_padding`` at our default still reproduces the release (issue 10):
+    from_favor_official switches the quirk on and warns that the config disagreed; a keyword keeps the user's value."""
+    state = official_state_dict(reference)
+    plain = reference_config(causal_attends_window_padding=False)
+    with pytest.warns(UserWarning, match=r"causal_attends_window_padding=False \(released True\)"):
+        model = CausalQFormer.from_favor_official(state, plain)
+    assert model.config.causal_attends_window_padding and not model.training
+    assert not plain.causal_attends_window_padding  # the caller's config object is not mutated
+    with torch.no_grad():
+        out = model(_features(reference))
+    _close(
+        "qformer_output_causal (config without the quirk)",
+        _flat(out.tokens),
+        reference["qformer_output_causal"],
+    )
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit keyword is the user's decision: no warning
+        kept = CausalQFormer.from_favor_official(state, plain, causal_attends_window_padding=False)
+        CausalQFormer.from_favor_official(state, reference_config())  # agrees with the release: no warning
+    assert not kept.config.causal_attends_window_padding

@@ -1,8 +1,9 @@
 """favor_qformer: the block-causal window Q-Former of FAVOR (Sun et al., 2023, arXiv 2310.05863), on its own.
 
 Public API: ``CausalQFormerConfig``, ``CausalQFormer`` (+ ``CausalQFormerOutput``), ``BlockCausalAttention``,
-``block_causal_mask`` / ``block_causal_attn_bias``, ``diversity_loss``, ``count_windows``. Importing it does not
-import transformers or xformers.
+``block_causal_mask`` / ``block_causal_attn_bias``, ``diversity_loss``, ``count_windows``; and
+``favor_qformer.saving.atomic_save_directory``, the atomic checkpoint-folder writer behind ``save_pretrained``, for any
+checkpoint writer. Importing it does not import transformers or xformers.
 """
 
 from .attention import BlockCausalAttention, MultiHeadAttention

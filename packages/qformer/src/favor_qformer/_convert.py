@@ -16,11 +16,16 @@ LAVIS: ``Qformer.bert.encoder.layer.{i}.attention.self.query``) use the same lay
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import torch
 
 from .config import CausalQFormerConfig
+
+# Behaviour of the released code that differs from our defaults (see docs/qformer.md, "released quirks"): the causal
+# module lets real frames of a partial window attend to its padding frames; the input LayerNorm uses PyTorch's eps.
+RELEASED_QUIRKS: dict[str, Any] = {"causal_attends_window_padding": True, "input_layer_norm_eps": 1e-5}
 
 # BERT layer part -> ours. "self" (released/LAVIS) and "attention" (transformers) name the q/k/v holder.
 _BLOCKS = {
@@ -101,9 +106,32 @@ def _cross_every(native: dict[str, torch.Tensor], num_layers: int) -> int:
 def official_config(
     native: dict[str, torch.Tensor], config: CausalQFormerConfig | None, overrides: dict[str, Any]
 ) -> CausalQFormerConfig:
-    """The released configuration, sized from the tensors when ``config`` is None, plus ``overrides``."""
+    """The released configuration, sized from the tensors when ``config`` is None, plus ``overrides``.
+
+    A given ``config`` gets the released quirks (``RELEASED_QUIRKS``) unless ``overrides`` names them: the tensors
+    come from the released model, which computes with them (without the padding quirk partial windows are off by
+    up to 0.84). When the config disagreed, a ``UserWarning`` says what was changed and how to keep it.
+    """
     if config is not None:
-        return CausalQFormerConfig.from_dict(_with_overrides(config.to_dict(), overrides))
+        fields = config.to_dict()
+        changed = {
+            name: (fields[name], released)
+            for name, released in RELEASED_QUIRKS.items()
+            if name not in overrides and fields[name] != released
+        }
+        if changed:
+            warnings.warn(
+                "from_favor_official: the config disagrees with the released model on "
+                + ", ".join(
+                    f"{name}={ours!r} (released {theirs!r})" for name, (ours, theirs) in changed.items()
+                )
+                + "; using the released values. Pass them as keywords, e.g. "
+                "from_favor_official(sd, config, causal_attends_window_padding=False), to keep yours.",
+                UserWarning,
+                stacklevel=3,
+            )
+        fields.update({name: released for name, released in RELEASED_QUIRKS.items() if name not in overrides})
+        return CausalQFormerConfig.from_dict(_with_overrides(fields, overrides))
     for needed in ("query_tokens", "layers.0.self_attention.query.weight", "layers.0.ffn.fc1.weight"):
         if needed not in native:
             raise ValueError(
@@ -130,8 +158,7 @@ def official_config(
         "causal": causal,
         "input_layernorm": "input_layernorm.weight" in native,
         "position_embedding": "window" if "position_embedding.weight" in native else "none",
-        "causal_attends_window_padding": True,
-        "input_layer_norm_eps": 1e-5,
+        **RELEASED_QUIRKS,
     }
     if "position_embedding.weight" in native:
         fields["max_position_embeddings"] = native["position_embedding.weight"].shape[0]

@@ -233,7 +233,10 @@ class CausalQFormer(nn.Module):
         Every tensor must map to a parameter and every parameter must be set (``…embeddings.position_ids`` is
         ignored). With ``config=None`` the sizes come from the tensor shapes; the head count cannot, so it is the
         released 12 (pass ``config`` or ``num_heads=``/``causal_num_heads=`` for other models). The released
-        quirks are switched on: input LayerNorm eps 1e-5 and ``causal_attends_window_padding=True``.
+        quirks are switched on, also over a given ``config``: input LayerNorm eps 1e-5 and
+        ``causal_attends_window_padding=True``; when ``config`` said otherwise a ``UserWarning`` names the fields
+        changed. To really run the released weights without a quirk, pass it as a keyword
+        (``causal_attends_window_padding=False``): keywords always win. The model is returned in eval mode.
 
         Args:
             state_dict: The released tensors (other prefixes, e.g. the LLM's, must be removed first).
@@ -249,7 +252,7 @@ class CausalQFormer(nn.Module):
         config = official_config(native, config, overrides)
         model = cls(config)
         model.load_native_state_dict(native, source="from_favor_official")
-        return model
+        return model.eval()
 
     @classmethod
     def from_blip2_qformer(
@@ -278,6 +281,9 @@ class CausalQFormer(nn.Module):
                 else freshly initialised.
             **overrides: Config fields. With a bare state dict, ``num_heads`` defaults to ``hidden_size // 64``.
 
+        Returns:
+            The model in eval mode (dropout off); call ``.train()`` to fine-tune.
+
         Raises:
             ValueError: unexpected or wrongly shaped tensors, or missing Q-Former tensors (all listed).
         """
@@ -289,7 +295,7 @@ class CausalQFormer(nn.Module):
         if "query_tokens" not in native:
             fresh = (*fresh, "query_tokens")
         model.load_native_state_dict(native, source="from_blip2_qformer", allow_missing=fresh)
-        return model
+        return model.eval()  # as every loader here (and transformers): call .train() to fine-tune
 
     def load_native_state_dict(
         self, state_dict: dict[str, torch.Tensor], source: str = "load", allow_missing: tuple[str, ...] = ()
@@ -322,7 +328,12 @@ class CausalQFormer(nn.Module):
     # ----- save / load -------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created); returns it."""
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created); returns it.
+
+        The save is atomic (``favor_qformer.saving.atomic_save_directory``): at every instant ``directory`` holds
+        the complete old or the complete new checkpoint, a failed save leaves the old one loadable and removes its
+        temporary files, and other files in ``directory`` are kept.
+        """
         from ._hub import save_pretrained
 
         return save_pretrained(self, directory)
@@ -334,17 +345,26 @@ class CausalQFormer(nn.Module):
         *,
         revision: str | None = None,
         dtype: torch.dtype | None = None,
+        **hub_kwargs: Any,
     ) -> CausalQFormer:
         """Load from a local directory or a Hugging Face Hub repository written by ``save_pretrained``.
 
-        The model takes the dtype of the stored tensors unless ``dtype`` is given.
+        ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` for a repository id (``token``, ``cache_dir``,
+        ``local_files_only``, ``force_download``, as ``PyTorchModelHubMixin.from_pretrained`` takes them).
+
+        Each parameter and buffer keeps the dtype it was saved in (a mixed-precision model stays mixed) unless
+        ``dtype`` is given, which casts every floating tensor. The model is returned in eval mode (dropout off), as
+        transformers does; call ``.train()`` to fine-tune.
 
         Raises:
-            ValueError: missing/unexpected keys or wrong shapes (all listed), or a missing file.
+            ValueError: missing/unexpected keys or wrong shapes (all listed), a missing file, or a corrupt or
+                truncated ``config.json`` / ``model.safetensors`` (naming the file).
         """
         from ._hub import from_pretrained
 
-        return from_pretrained(cls, directory_or_repo_id, revision=revision, dtype=dtype)
+        return from_pretrained(
+            cls, directory_or_repo_id, revision=revision, dtype=dtype, hub_kwargs=hub_kwargs
+        )
 
     def push_to_hub(
         self,

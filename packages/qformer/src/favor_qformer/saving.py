@@ -1,0 +1,258 @@
+"""Atomic checkpoint folders: a save either lands whole or leaves the previous checkpoint untouched.
+
+``atomic_save_directory(target)`` is a context manager for any code that writes a checkpoint folder (it knows
+nothing about the Q-Former; favor-llm's savers can use it as they are):
+
+```python
+from favor_qformer.saving import atomic_save_directory
+
+with atomic_save_directory("ckpt", owned=["*.safetensors", "config.json"]) as staging:
+    save_file(tensors, staging / "model.safetensors")  # write every file of the checkpoint into `staging`
+    (staging / "config.json").write_text(text)
+# "ckpt" now holds the new checkpoint; if the block raised, it still holds the old one
+```
+
+How (issue 10: a full disk, Ctrl-C or a killed process during a save must not lose the saved work):
+
+1. The files are written into a fresh staging folder *beside* the target (``.<name>.saving-<pid>-<random>``, same
+   file system, so renames are atomic), then flushed to disk (``fsync`` of every file and of the folder).
+2. Files of the old target that are not part of the checkpoint (the user's notes, logs, ...) are hard-linked (or
+   copied) into the staging folder, so the swap keeps them. ``owned`` names (glob patterns) the old files that
+   belong to the checkpoint and are dropped when the new one does not write them (e.g. shards of an older save);
+   files the new checkpoint writes always replace the old ones.
+3. The staging folder and the target are swapped with one ``renameat2(RENAME_EXCHANGE)`` on Linux: at every instant
+   ``target`` is the complete old or the complete new folder. Where that call is unavailable (other systems, or a
+   file system without it) the target is renamed aside and the staging folder renamed in: for the instant between
+   the two renames the target is absent and the complete old folder sits in ``.<name>.old-<pid>-<random>``; the next
+   save restores it if the process died there.
+4. The old folder is deleted. On an exception (including ``KeyboardInterrupt``) the staging folder is deleted and
+   the target is untouched. A staging or old folder left by a killed process (its pid is gone) is never read by a
+   loader (it has a different name) and is removed by the next save into the same target.
+
+Loaders need nothing special: they read ``target`` as usual.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fnmatch
+import glob
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_save_directory", "clean_stale_saves", "exchange_paths"]
+
+_STAGING = "saving"  # .<name>.saving-<pid>-<token>: being written (or, after the swap, the old folder)
+_RETIRED = "old"  # .<name>.old-<pid>-<token>: the old folder, renamed aside (fallback path only)
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@contextmanager
+def atomic_save_directory(target: str | os.PathLike[str], *, owned: Iterable[str] = ()) -> Iterator[Path]:
+    """Stage a checkpoint folder and swap it in whole when the ``with`` block succeeds.
+
+    Args:
+        target: The checkpoint folder (created with its parents if missing). A symlink is followed.
+        owned: Glob patterns (matched against top-level names) of old files that belong to the checkpoint: dropped
+            when the new save does not write them. Every other old entry is kept. Default: only the names the new
+            save writes are replaced.
+
+    Yields:
+        The empty staging folder to write the checkpoint into (top-level files and sub-folders).
+
+    Raises:
+        ValueError: ``target`` exists and is not a folder.
+        OSError: from the writes or renames; the old checkpoint is then untouched and the staging folder removed.
+    """
+    target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"save directory: {target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_saves(target)
+    staging = _sibling(target, _STAGING)
+    staging.mkdir()
+    swapped = False
+    try:
+        yield staging
+        _fsync_tree(staging)
+        patterns = tuple(owned)
+        if target.exists():
+            _carry_user_files(target, staging, patterns)
+        swapped = True  # from here on `staging` may hold the old folder: _swap_in cleans up after itself
+        _swap_in(staging, target, patterns)
+    except BaseException:
+        if not swapped:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def clean_stale_saves(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the staging / old folders that killed saves into ``target`` left beside it; returns them.
+
+    A folder whose process is still alive (a save running now) is left alone. If a killed save left no ``target``
+    but its complete old folder (fallback swap interrupted between its two renames), that folder becomes ``target``
+    again.
+    """
+    target = Path(os.path.realpath(target))
+    removed = []
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*-*-*")):
+        kind, pid = _parse_sibling(target, path)
+        if kind is None or _alive(pid):
+            continue
+        if kind == _RETIRED and not target.exists():
+            os.rename(path, target)  # the complete old checkpoint goes back in place
+            _fsync_dir(target.parent)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def exchange_paths(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns:
+        ``True`` when swapped; ``False`` when this system or file system cannot (nothing was changed).
+
+    Raises:
+        OSError: any other failure of the call.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # glibc < 2.28 or another C library
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(first), None, os.fspath(second))
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _parse_sibling(target: Path, path: Path) -> tuple[str | None, int]:
+    """(kind, pid) of a staging/old folder of ``target``; (None, 0) for any other name."""
+    rest = path.name.removeprefix(f".{target.name}.")
+    kind, _, tail = rest.partition("-")
+    pid, _, token = tail.partition("-")
+    if kind not in (_STAGING, _RETIRED) or not pid.isdigit() or len(token) != 8 or not path.is_dir():
+        return None, 0
+    return kind, int(pid)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process: maybe another thread's save in progress
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _is_owned(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _carry_user_files(target: Path, staging: Path, patterns: tuple[str, ...]) -> None:
+    """Hard-link (or copy) into ``staging`` every entry of ``target`` that the new checkpoint does not replace."""
+    written = set(os.listdir(staging))
+    for name in os.listdir(target):
+        if name in written or _is_owned(name, patterns):
+            continue
+        source, destination = target / name, staging / name
+        if source.is_dir() and not source.is_symlink():
+            shutil.copytree(source, destination, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, destination)
+    _fsync_dir(staging)
+
+
+def _link_or_copy(source: str | Path, destination: str | Path) -> None:
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), destination)
+        return
+    try:
+        os.link(source, destination)  # no data written: works on a full disk and is instant
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def _swap_in(staging: Path, target: Path, patterns: tuple[str, ...]) -> None:
+    """Make ``staging`` the target (one atomic step where possible); delete the old folder."""
+    if not target.exists():
+        os.rename(staging, target)
+        _fsync_dir(target.parent)
+        return
+    try:
+        exchanged = exchange_paths(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if exchanged:
+        old = staging  # the swap left the old folder under the staging name
+    else:
+        old = _sibling(target, _RETIRED)
+        try:
+            os.rename(target, old)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            os.rename(
+                staging, target
+            )  # between these two renames `target` is absent; clean_stale_saves recovers
+        except OSError:
+            os.rename(old, target)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    _fsync_dir(target.parent)
+    # Entries a user created in the old folder while the new one was being written: move them over, not lose them.
+    for name in os.listdir(old):
+        if (
+            not (target / name).exists()
+            and not (target / name).is_symlink()
+            and not _is_owned(name, patterns)
+        ):
+            os.rename(old / name, target / name)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` and every folder to disk, so a crash after the swap cannot lose them."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":  # folders cannot be opened for fsync on Windows; NTFS journals the renames
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
