@@ -14,6 +14,7 @@ from torch import nn
 
 from .attention import BlockCausalAttention, MultiHeadAttention
 from .config import CausalQFormerConfig
+from .masks import BlockCausalPattern
 
 
 class FeedForward(nn.Module):
@@ -78,6 +79,7 @@ class CausalQFormerLayer(nn.Module):
         causal_mask: torch.Tensor | None,
         cross_mask: torch.Tensor | None,
         key_lengths: list[int] | None,
+        causal_pattern: BlockCausalPattern | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the layer.
 
@@ -87,6 +89,8 @@ class CausalQFormerLayer(nn.Module):
             causal_mask: Mask from ``BlockCausalAttention.build_mask`` ((1 or Nw), 1, L, L).
             cross_mask: (Nw, 1, 1, L) bool key-padding mask for cross-attention, ``None`` = no padding.
             key_lengths: Host ints, real tokens per window (for packing backends), ``None`` = no padding.
+            causal_pattern: ``causal_mask`` as structure (``BlockCausalAttention.build_pattern``), for
+                block-sparse backends; ``None`` = only the dense mask.
 
         Returns:
             The new queries (Nw, Q, H) and the causal module's output (Nw, L, D) (``None`` when not computed:
@@ -95,7 +99,9 @@ class CausalQFormerLayer(nn.Module):
         causal_out = None
         if self.causal_attention is not None:
             assert causal_mask is not None  # built by the model whenever config.causal
-            causal_out = self.causal_attention.forward_tokens(tokens, causal_mask)  # (Nw, L, D)
+            causal_out = self.causal_attention.forward_tokens(
+                tokens, causal_mask, causal_pattern
+            )  # (Nw, L, D)
         h = self.self_attention(queries)  # query self-attention is unmasked, as released
         if self.cross_attention is not None:
             context = tokens if causal_out is None else causal_out

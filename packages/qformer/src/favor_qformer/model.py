@@ -113,7 +113,8 @@ class CausalQFormer(nn.Module):
         self.config.gradient_checkpointing = False
 
     def set_attention_backend(self, backend: str) -> None:
-        """Switch every attention block to ``backend`` (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``)."""
+        """Switch every attention block to ``backend`` (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``,
+        ``"flex"``)."""
         CausalQFormerConfig(**{**self.config.to_dict(), "attention_backend": backend})  # validates the name
         self.config.attention_backend = backend
         for module in self.modules():
@@ -185,12 +186,13 @@ class CausalQFormer(nn.Module):
         partial = any(length < config.window_size for length in plan.real_frames)
         cross_mask = repeat(frame_valid, "w f -> w 1 1 (f n)", n=n) if partial else None  # (Nw, 1, 1, L)
         key_lengths = [length * n for length in plan.real_frames] if partial else None
-        causal_mask = None
+        causal_mask = causal_pattern = None
         first = self.layers[0] if len(self.layers) else None
         if first is not None and first.causal_attention is not None:
             causal_mask = first.causal_attention.build_mask(
                 config.window_size, n, frame_valid if partial else None, features.device
             )
+            causal_pattern = first.causal_attention.build_pattern(config.window_size, n, plan.real_frames)
 
         h = self.query_embeddings(plan.num_real)  # (Nw, Q, H)
         hidden, causal_states = [h], []
@@ -198,10 +200,17 @@ class CausalQFormer(nn.Module):
         for layer in self.layers:
             if config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h, causal_out = checkpoint(
-                    layer, h, source, causal_mask, cross_mask, key_lengths, use_reentrant=False
+                    layer,
+                    h,
+                    source,
+                    causal_mask,
+                    cross_mask,
+                    key_lengths,
+                    causal_pattern,
+                    use_reentrant=False,
                 )
             else:
-                h, causal_out = layer(h, source, causal_mask, cross_mask, key_lengths)
+                h, causal_out = layer(h, source, causal_mask, cross_mask, key_lengths, causal_pattern)
             if config.stack_causal and causal_out is not None:
                 source = causal_out
             hidden.append(h)
