@@ -17,6 +17,7 @@ from torch import nn
 
 from .backends import AttentionInputs, attention
 from .masks import BlockCausalPattern, block_causal_mask
+from .shared_frames import SharedFrameTokens, materialise, project
 
 
 class MultiHeadAttention(nn.Module):
@@ -56,8 +57,8 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
-        context: torch.Tensor | None = None,
+        x: torch.Tensor | SharedFrameTokens,
+        context: torch.Tensor | SharedFrameTokens | None = None,
         mask: torch.Tensor | None = None,
         key_lengths: list[int] | None = None,
         pattern: BlockCausalPattern | None = None,
@@ -67,6 +68,7 @@ class MultiHeadAttention(nn.Module):
         ``mask`` is bool, broadcastable to (B, h, Lq, Lk), True = may attend. ``key_lengths`` (host ints) says
         the mask is exactly "the first ``key_lengths[b]`` keys are real", which lets a backend pack rows;
         ``pattern`` says it is exactly that block-causal pattern, which lets a backend skip masked blocks.
+        ``x`` and ``context`` may be ``SharedFrameTokens`` (overlapping windows): each frame is projected once.
         """
         source = x if context is None else context
         width, kv_width = self.query.in_features, self.key.in_features
@@ -78,14 +80,14 @@ class MultiHeadAttention(nn.Module):
                 f"{name}: expected (batch={x.shape[0]}, tokens, {kv_width}), got shape {tuple(source.shape)}"
             )
         heads = self.num_heads
-        q = rearrange(self.query(x), "b l (h d) -> b h l d", h=heads)
-        k = rearrange(self.key(source), "b l (h d) -> b h l d", h=heads)
-        v = rearrange(self.value(source), "b l (h d) -> b h l d", h=heads)
+        q = rearrange(project(self.query, x), "b l (h d) -> b h l d", h=heads)
+        k = rearrange(project(self.key, source), "b l (h d) -> b h l d", h=heads)
+        v = rearrange(project(self.value, source), "b l (h d) -> b h l d", h=heads)
         p = self.dropout if self.training else 0.0
         inputs = AttentionInputs(q, k, v, mask=mask, key_lengths=key_lengths, dropout_p=p, pattern=pattern)
         context_layer = rearrange(attention(inputs, self.backend), "b h l d -> b l (h d)")  # (B, Lq, C)
         projected = nn.functional.dropout(self.out(context_layer), p=p, training=self.training)
-        return self.norm(projected + x)
+        return self.norm(projected + materialise(x))
 
 
 class BlockCausalAttention(MultiHeadAttention):
@@ -155,7 +157,10 @@ class BlockCausalAttention(MultiHeadAttention):
         return BlockCausalPattern(num_frames, tokens_per_frame, self.direction, keep)
 
     def forward_tokens(
-        self, x: torch.Tensor, mask: torch.Tensor, pattern: BlockCausalPattern | None = None
+        self,
+        x: torch.Tensor | SharedFrameTokens,
+        mask: torch.Tensor,
+        pattern: BlockCausalPattern | None = None,
     ) -> torch.Tensor:
         """The module on flattened tokens: ``x`` (B, L, C) with a mask from ``build_mask`` (and, optionally, the
         same mask as ``build_pattern``'s structure); returns (B, L, C)."""

@@ -15,6 +15,7 @@ from torch import nn
 from .attention import BlockCausalAttention, MultiHeadAttention
 from .config import CausalQFormerConfig
 from .masks import BlockCausalPattern
+from .shared_frames import SharedFrameTokens
 
 
 class FeedForward(nn.Module):
@@ -75,7 +76,7 @@ class CausalQFormerLayer(nn.Module):
     def forward(
         self,
         queries: torch.Tensor,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | SharedFrameTokens,
         causal_mask: torch.Tensor | None,
         cross_mask: torch.Tensor | None,
         key_lengths: list[int] | None,
@@ -85,7 +86,8 @@ class CausalQFormerLayer(nn.Module):
 
         Args:
             queries: (Nw, Q, H) query stream.
-            tokens: (Nw, L, D) window tokens this layer's causal module reads.
+            tokens: (Nw, L, D) window tokens this layer's causal module reads (``SharedFrameTokens`` for
+                overlapping windows: each frame's projections computed once).
             causal_mask: Mask from ``BlockCausalAttention.build_mask`` ((1 or Nw), 1, L, L).
             cross_mask: (Nw, 1, 1, L) bool key-padding mask for cross-attention, ``None`` = no padding.
             key_lengths: Host ints, real tokens per window (for packing backends), ``None`` = no padding.

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from ._validation import validate_inputs
 from .config import CausalQFormerConfig
 from .layer import CausalQFormerLayer
+from .shared_frames import SharedFrameTokens, materialise, share_frames
 from .windows import gather_windows, plan_windows, scatter_windows, window_frame_ranges, window_mask
 
 
@@ -178,10 +179,25 @@ class CausalQFormer(nn.Module):
             tokens = features.new_zeros(batch, plan.max_windows, config.num_queries, config.hidden_size)
             return CausalQFormerOutput(tokens, mask, frames)
 
-        windows, frame_valid = gather_windows(
-            features, plan, config.window_size, config.window_stride
-        )  # (Nw, F, N, D), (Nw, F)
-        x = self.embed_windows(windows)  # (Nw, L, D)
+        x: torch.Tensor | SharedFrameTokens
+        if config.window_stride < config.window_size:
+            # Overlapping windows: frames are normalised and projected once, not once per window holding them.
+            frame_valid = (
+                torch.arange(config.window_size, device=features.device)[None, :] < plan.length[:, None]
+            )
+            position = (
+                None
+                if self.position_embedding is None
+                else self.position_embedding.weight[: config.tokens_per_window]
+            )
+            x = share_frames(
+                features, lengths, plan.start, plan.batch_index, frame_valid, self.input_layernorm, position
+            )
+        else:
+            windows, frame_valid = gather_windows(
+                features, plan, config.window_size, config.window_stride
+            )  # (Nw, F, N, D), (Nw, F)
+            x = self.embed_windows(windows)  # (Nw, L, D)
         n = config.tokens_per_frame
         partial = any(length < config.window_size for length in plan.real_frames)
         cross_mask = repeat(frame_valid, "w f -> w 1 1 (f n)", n=n) if partial else None  # (Nw, 1, 1, L)
@@ -224,7 +240,7 @@ class CausalQFormer(nn.Module):
             mask,
             frames,
             hidden_states=tuple(scatter_windows(t, plan, batch) for t in hidden),
-            encoder_hidden_states=scatter_windows(x, plan, batch),
+            encoder_hidden_states=scatter_windows(materialise(x), plan, batch),
             causal_hidden_states=tuple(
                 None if t is None else scatter_windows(t, plan, batch) for t in causal_states
             ),
