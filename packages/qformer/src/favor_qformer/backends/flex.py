@@ -90,7 +90,7 @@ def flex_failure(device: torch.device, dtype: torch.dtype) -> str | None:
             probe = torch.zeros(1, 1, 32, 16, device=device, dtype=dtype)
             pattern = BlockCausalPattern(2, 16, "future")
             with torch.no_grad():
-                _kernel()(probe, probe, probe, block_mask=_block_mask(pattern, None, device, 16))
+                _kernel()(probe, probe, probe, block_mask=_block_mask(pattern, device, 16))
             _PROBES[key] = None
         except Exception as error:  # no C++ compiler / Triton, unsupported device, ...
             text = str(error).strip().splitlines()
@@ -107,25 +107,27 @@ def reset_flex_probe_cache() -> None:
     _shared_block_mask.cache_clear()
 
 
-def _block_mask(
-    pattern: BlockCausalPattern, real_tokens: torch.Tensor | None, device: torch.device, block: int
-) -> object:
-    """A ``BlockMask`` of ``pattern`` for ``len(real_tokens)`` rows (``None``: one mask broadcast over rows)."""
+def _block_mask(pattern: BlockCausalPattern, device: torch.device, block: int) -> object:
+    """A ``BlockMask`` of ``pattern`` broadcast over rows: ``pattern.real_frames`` is ``None`` or one length."""
     ops = _flex_ops()
     assert not isinstance(ops, str)
+    real_tokens = pattern.real_tokens(device)  # (1,): every row of this call has that many real tokens
+    if (
+        real_tokens is None
+    ):  # full rows: the same rule with L real tokens, so full and partial masks share one
+        real_tokens = torch.tensor([pattern.length], device=device)  # compiled kernel (no recompilation)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return pattern.allowed(b, q_idx, kv_idx, real_tokens)
+        return pattern.allowed(torch.zeros_like(b), q_idx, kv_idx, real_tokens)
 
-    rows = None if real_tokens is None else len(real_tokens)
     length = pattern.length
-    return ops[1](mask_mod, rows, None, length, length, device=device, BLOCK_SIZE=block)
+    return ops[1](mask_mod, None, None, length, length, device=device, BLOCK_SIZE=block)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=64)
 def _shared_block_mask(pattern: BlockCausalPattern, device: torch.device, block: int) -> object:
-    """The padding-free mask, built once per (pattern, device, block): every full window uses it."""
-    return _block_mask(pattern, None, device, block)
+    """``_block_mask``, built once per (pattern, device, block): all rows with the same real length share it."""
+    return _block_mask(pattern, device, block)
 
 
 class FlexBackend:
@@ -165,20 +167,24 @@ class FlexBackend:
         device = q.device
         block = block_tokens(pattern.tokens_per_frame, device.type)
         kernel = _kernel()
-        full = BlockCausalPattern(pattern.num_frames, pattern.tokens_per_frame, pattern.direction)
         if pattern.real_frames is None:
-            return kernel(q, k, v, block_mask=_shared_block_mask(full, device, block))
-        # Only the last window of a video is partial: full rows share one cached mask, the few partial rows get
-        # their own (building a per-row mask for every window would cost more than the attention saves).
-        partial = [i for i, r in enumerate(pattern.real_frames) if r < pattern.num_frames]
-        whole = [i for i, r in enumerate(pattern.real_frames) if r >= pattern.num_frames]
+            return kernel(q, k, v, block_mask=_shared_block_mask(pattern, device, block))
+        # Rows are grouped by real length (in a batch of windows almost all are full; only a video's last window
+        # is partial), and each group uses one cached mask: no per-call mask building, one kernel call per group.
         out = torch.empty_like(q)
-        if whole:
-            rows = torch.tensor(whole, device=device)
-            out[rows] = kernel(q[rows], k[rows], v[rows], block_mask=_shared_block_mask(full, device, block))
-        rows = torch.tensor(partial, device=device)
-        real = (
-            torch.tensor([pattern.real_frames[i] for i in partial], device=device) * pattern.tokens_per_frame
-        )
-        out[rows] = kernel(q[rows], k[rows], v[rows], block_mask=_block_mask(pattern, real, device, block))
+        groups: dict[int, list[int]] = {}
+        for row, real in enumerate(pattern.real_frames):
+            groups.setdefault(min(real, pattern.num_frames), []).append(row)
+        for real, members in groups.items():
+            group = BlockCausalPattern(
+                pattern.num_frames,
+                pattern.tokens_per_frame,
+                pattern.direction,
+                None if real == pattern.num_frames else (real,),
+            )
+            block_mask = _shared_block_mask(group, device, block)
+            if len(members) == len(pattern.real_frames):
+                return kernel(q, k, v, block_mask=block_mask)
+            rows = torch.tensor(members, device=device)
+            out[rows] = kernel(q[rows], k[rows], v[rows], block_mask=block_mask)
         return out
