@@ -5,6 +5,9 @@
 measured in the same run on the same inputs (2 fps video, 32 tokens per frame, 50 Hz Whisper-rate audio).
 The ratio is time / released; > 1 would mean the time rule is faster.
 
+Also ``load_media`` throughput (decode + resample to 2 fps frames and 16 kHz audio) on a clip written with PyAV,
+in seconds of media per second; ``rows()`` gives both to ``benchmarks/bench.py``'s table.
+
     python benchmarks/bench_avsync.py [--batch 8] [--seconds 60] [--dim 768] [--repeats 20]
 """
 
@@ -16,6 +19,7 @@ import time
 
 import torch
 
+from common import Row, ms
 from favor_avsync import TemporalSynchroniser
 
 
@@ -38,6 +42,63 @@ def _interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, lis
             sync()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def rows(
+    batch: int = 8, seconds: float = 60.0, dim: int = 768, repeats: int = 10, clip_seconds: float = 20.0
+) -> list[Row]:
+    """The synchroniser against the released rule, and ``load_media``, as table rows (CPU)."""
+    frames, steps = int(seconds * 2), int(seconds * 2) * 25
+    visual = torch.randn(batch, frames, 32, dim)
+    audio = torch.randn(batch, steps, dim)
+    mask = torch.ones(batch, 2)
+    released, timed = TemporalSynchroniser(mode="released"), TemporalSynchroniser(mode="time")
+    times = _interleaved(
+        {
+            "released": lambda: released(visual, audio, modality_mask=mask),
+            "time": lambda: timed(visual, audio, modality_mask=mask),
+        },
+        repeats,
+        torch.device("cpu"),
+    )
+    rel, tim = statistics.median(times["released"]), statistics.median(times["time"])
+    video = batch * seconds
+    out = [
+        Row(
+            f"synchroniser (time rule) vs the released rule, {batch} x {seconds:g} s, dim {dim}; "
+            f"{video / tim:,.0f} s of video per second",
+            ms(tim),
+            ms(rel),
+            rel / tim,
+        )
+    ]
+    out.append(_load_media_row(clip_seconds, max(2, repeats // 4)))
+    return out
+
+
+def _load_media_row(seconds: float, repeats: int) -> Row:
+    import tempfile
+    from pathlib import Path
+
+    from favor_avsync import load_media
+    from favor_avsync.testing import make_test_clip
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "clip.mp4"
+        make_test_clip(path, duration=seconds, fps=25.0, size=(320, 240), tone_at=1.0)
+        times = _interleaved(
+            {"load": lambda: load_media(path, fps=2.0, sample_rate=16000, progress=False)},
+            repeats,
+            torch.device("cpu"),
+        )
+    took = statistics.median(times["load"])
+    return Row(
+        f"load_media: {seconds:g} s mp4 (320x240, 25 fps, AAC) -> 2 fps frames + 16 kHz audio; "
+        f"{seconds / took:,.0f} s of media per second",
+        ms(took),
+        "",
+        None,
+    )
 
 
 def main() -> None:

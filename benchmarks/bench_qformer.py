@@ -1,168 +1,405 @@
-"""Causal Q-Former CPU speed: attention backends against eager, and the whole model against transformers' BLIP-2.
+"""Causal Q-Former on this CPU: the named peer, the block-causal attention, mixed lengths, overlap, memory.
 
-Measured in one run, same inputs, same thread count, median of ``--repeats`` forward passes (no grad, eval):
+Every ratio below is measured in one run, the two sides timed alternately (``common.paired_seconds``), float32,
+eval mode unless "fwd+bwd". Rows (ratio = speed-up = the other side's time / ours):
 
-1. ``sdpa / eager``: our model with ``attention_backend="sdpa"`` against the plain reference math (ratio < 1 =
-   SDPA faster), at the released sizes (H 768, D 1536, 12 heads, windows of 10 frames x 32 tokens).
-2. ``ours / Blip2QFormerModel``: transformers' ``Blip2QFormerModel`` (the named peer) with the same layer count and
-   sizes runs on the same windows (as a batch of (windows, 320, D) sequences). Ours is loaded from it with
-   ``from_blip2_qformer`` (``causal=False``, same arithmetic, outputs checked equal) and also shown with the
-   released causal module switched on (its extra cost).
-3. ``torch.compile`` friendliness: graph breaks reported by ``torch._dynamo.explain`` on a tiny model.
+1. Q-Former forward and forward+backward at the released shape (2 layers, 32 queries, windows of 10 frames x 32
+   tokens x 1536, H 768) against transformers' ``Blip2QFormerModel`` (the peer) on the same windows: at equal
+   work (ours from ``from_blip2_qformer``, causal module off, outputs checked equal) per backend, and with the
+   released causal module on (more work than the peer: the FLOP column says how much).
+2. The block-causal attention alone (windows x 12 heads x 320 tokens x 128): ``flex`` against SDPA with the dense
+   boolean mask and against unmasked SDPA.
+3. A mixed-length batch (videos of 5, 20 and 60 s at 2 fps): packed (only real windows) against padding every
+   video to the longest; the ideal ratio is the FLOP ratio.
+4. Overlapping windows (stride 5 of 10): frame-shared projections against the naive path (every window run on
+   its own), causal module on and off; the ideal ratio is the FLOP ratio.
+5. Peak memory of a forward pass against video length (5 s to 10 min; a child process each, peak RSS), and the
+   tokens the LLM receives per minute of video.
 
-    python benchmarks/bench_qformer.py [--videos 2] [--frames 20] [--repeats 5] [--threads 0]
+    python benchmarks/bench_qformer.py [--windows 2] [--repeats 3] [--threads 0] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
+from common import Row, count_flops, format_table, machine, ms, paired_seconds
 from favor_qformer import CausalQFormer, CausalQFormerConfig
+from favor_qformer.backends import BACKENDS, AttentionInputs, xformers_failure
+from favor_qformer.masks import BlockCausalPattern
+
+FPS = 2.0
 
 
-def _paired_median_seconds(first, second, repeats: int) -> tuple[float, float]:
-    """Median seconds of two callables timed alternately, so load from other processes hits both alike."""
-    first(), second()  # warm-up
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+def _sizes(quick: bool) -> dict:
+    """The released sizes, or a small stand-in (``--quick``: a smoke run of the script, not a measurement)."""
+    if quick:
+        return dict(
+            hidden_size=64,
+            num_heads=4,
+            intermediate_size=128,
+            num_queries=8,
+            encoder_hidden_size=96,
+            causal_num_heads=4,
+            tokens_per_frame=8,
+        )
+    return {}
 
 
-def _forward(model: CausalQFormer, features: torch.Tensor):
+def _config(quick: bool, **fields) -> CausalQFormerConfig:
+    return CausalQFormerConfig(**{"check_finite": False, "dropout": 0.0, **_sizes(quick), **fields})
+
+
+def _forward(model: CausalQFormer, features: torch.Tensor, frame_mask: torch.Tensor | None = None):
     def run():
         with torch.no_grad():
-            return model(features).tokens
+            return model(features, frame_mask).tokens
 
     return run
 
 
-def _graph_breaks() -> str:
+def _train_step(model: torch.nn.Module, call):
+    def run():
+        model.zero_grad(set_to_none=True)
+        call().float().sum().backward()
+
+    return run
+
+
+def _flops(fn, fallback: int = 0) -> int:
     try:
-        import torch._dynamo as dynamo
-    except Exception as error:  # pragma: no cover - torch without dynamo
-        return f"torch._dynamo unavailable ({error})"
-    config = CausalQFormerConfig(
-        hidden_size=32,
-        num_heads=2,
-        intermediate_size=64,
-        num_queries=4,
-        encoder_hidden_size=24,
-        causal_num_heads=2,
-        window_size=3,
-        window_stride=3,
-        tokens_per_frame=4,
-        attention_backend="sdpa",
-        check_finite=False,
-    )
-    model = CausalQFormer(config).eval()
-    features = torch.randn(2, 7, 4, 24)
-    try:
-        explanation = dynamo.explain(model)(features)
-    except Exception as error:
-        return f"dynamo.explain failed: {type(error).__name__}: {error}"
-    reasons = sorted({str(getattr(b, "reason", b)).splitlines()[0][:120] for b in explanation.break_reasons})
-    lines = [f"graphs {explanation.graph_count}, graph breaks {explanation.graph_break_count}"]
-    lines += [f"    break: {reason}" for reason in reasons]
-    return "\n".join(lines)
+        return count_flops(fn)
+    except Exception:  # a compiled kernel the counter cannot enter: the caller gives the dense count
+        return fallback
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=20, help="frames per video (windows of 10)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = CausalQFormerConfig(attention_backend="eager", check_finite=False)  # released sizes
-    features = torch.randn(args.videos, args.frames, config.tokens_per_frame, config.encoder_hidden_size)
-    print(
-        f"favor_qformer CPU benchmark: {args.videos} videos x {args.frames} frames x {config.tokens_per_frame} tokens x "
-        f"{config.encoder_hidden_size}, H={config.hidden_size}, {config.num_layers} layers, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, median of {args.repeats}, pairs timed alternately"
-    )
+def peer_rows(args) -> list[Row]:
+    """Row group 1: ours against transformers' Blip2QFormerModel."""
+    import transformers
 
-    model = CausalQFormer(config).eval()
-    sdpa_model = CausalQFormer(
-        CausalQFormerConfig(**{**config.to_dict(), "attention_backend": "sdpa"})
-    ).eval()
-    sdpa_model.load_state_dict(model.state_dict())
-    eager, sdpa = _paired_median_seconds(
-        _forward(model, features), _forward(sdpa_model, features), args.repeats
-    )
-    print(f"  causal Q-Former eager  {eager * 1e3:9.1f} ms")
-    print(f"  causal Q-Former sdpa   {sdpa * 1e3:9.1f} ms")
-    print(f"  ratio sdpa/eager       {sdpa / eager:9.3f}  (< 1: sdpa faster)")
-
-    try:
-        import transformers
-    except ImportError:
-        print("  transformers not installed: skipping the Blip2QFormerModel comparison")
-    else:
-        blip_config = transformers.Blip2QFormerConfig(
+    config = _config(args.quick)
+    blip = transformers.Blip2QFormerModel(
+        transformers.Blip2QFormerConfig(
             hidden_size=config.hidden_size,
             num_hidden_layers=config.num_layers,
             num_attention_heads=config.num_heads,
             intermediate_size=config.intermediate_size,
             encoder_hidden_size=config.encoder_hidden_size,
             cross_attention_frequency=1,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
         )
-        blip = transformers.Blip2QFormerModel(blip_config).eval()
-        query_tokens = torch.randn(1, config.num_queries, config.hidden_size) * 0.02
-        windows = config.window_size
-        ours = CausalQFormer.from_blip2_qformer(
-            blip,
-            query_tokens,
-            window_size=windows,
-            tokens_per_frame=config.tokens_per_frame,
-            attention_backend="sdpa",
-            check_finite=False,
+    ).eval()
+    query_tokens = torch.randn(1, config.num_queries, config.hidden_size) * 0.02
+    frames = args.windows * config.window_size
+    features = torch.randn(1, frames, config.tokens_per_frame, config.encoder_hidden_size)
+    flat = features.reshape(args.windows, config.tokens_per_window, -1)  # (W, L, D), the peer's input
+    common = dict(
+        window_size=config.window_size, tokens_per_frame=config.tokens_per_frame, check_finite=False
+    )
+    off = {
+        b: CausalQFormer.from_blip2_qformer(blip, query_tokens, attention_backend=b, **common).eval()
+        for b in ("eager", "sdpa", "auto")
+    }
+    released = dict(causal=True, input_layernorm=True, position_embedding="window")
+    on = {
+        b: CausalQFormer.from_blip2_qformer(
+            blip, query_tokens, attention_backend=b, **released, **common
         ).eval()
-        usable = args.frames // windows * windows  # whole windows only, so both see identical sequences
-        feats = features[:, :usable]
-        flat = feats.reshape(args.videos * (usable // windows), windows * config.tokens_per_frame, -1)
+        for b in ("eager", "sdpa", "flex", "auto")
+    }
+    for model in on.values():
+        model.load_state_dict(on["eager"].state_dict())
 
-        def run_blip():
-            with torch.no_grad():
-                return blip(
-                    query_embeds=query_tokens.expand(flat.shape[0], -1, -1), encoder_hidden_states=flat
-                ).last_hidden_state
+    def peer():
+        return blip(query_embeds=query_tokens.expand(flat.shape[0], -1, -1), encoder_hidden_states=flat)
 
-        with torch.no_grad():
-            diff = (
-                (ours(feats).tokens.reshape(flat.shape[0], config.num_queries, -1) - run_blip())
-                .abs()
-                .max()
-                .item()
+    with torch.no_grad():
+        diff = (off["sdpa"](features).tokens[0] - peer().last_hidden_state).abs().max().item()
+    fns = {"peer": _forward_peer(peer)}
+    fns |= {f"off {b}": _forward(m, features) for b, m in off.items()}
+    fns |= {f"on {b}": _forward(m, features) for b, m in on.items()}
+    fwd = paired_seconds(fns, args.repeats)
+    flops = {name: _flops(fn) for name, fn in fns.items() if "flex" not in name and "auto" not in name}
+    flops["off auto"] = flops["off sdpa"]
+    flops["on flex"] = flops["on auto"] = flops[
+        "on sdpa"
+    ]  # counted dense; flex skips 45% of the attention only
+
+    train = {
+        "peer": _train_step(blip, lambda: peer().last_hidden_state),
+        "off auto": _train_step(off["auto"], lambda: off["auto"](features).tokens),
+        "on auto": _train_step(on["auto"], lambda: on["auto"](features).tokens),
+    }
+    bwd = paired_seconds(train, args.repeats)
+    bwd_flops = {name: _flops(fn) for name, fn in train.items()}
+
+    shape = f"{args.windows} windows x {config.tokens_per_window} x {config.encoder_hidden_size}"
+    rows = []
+    for name in ("off sdpa", "off eager", "off auto"):
+        target = name == "off auto"
+        ratio = fwd["peer"] / fwd[name]
+        rows.append(
+            Row(
+                f"Q-Former fwd, causal off (equal work, max abs diff {diff:.0e}), ours {name.split()[1]} vs "
+                f"Blip2QFormerModel, {shape}",
+                ms(fwd[name]),
+                ms(fwd["peer"]),
+                ratio,
+                flops[name],
+                fwd[name],
+                ">= 1.0" if target else "",
+                (ratio >= 1.0) if target else None,
             )
-        peer, mine = _paired_median_seconds(run_blip, _forward(ours, feats), args.repeats)
-        peer_again, causal = _paired_median_seconds(run_blip, _forward(sdpa_model, feats), args.repeats)
-        print(
-            f"  Blip2QFormerModel (transformers {transformers.__version__}, {flat.shape[0]} windows) {peer * 1e3:9.1f} ms"
         )
-        print(
-            f"  ours, from_blip2_qformer (causal off)   {mine * 1e3:9.1f} ms   max |diff| vs peer {diff:.2e}"
+    ratio = bwd["peer"] / bwd["off auto"]
+    rows.append(
+        Row(
+            f"Q-Former fwd+bwd, causal off (equal work), ours auto vs Blip2QFormerModel, {shape}",
+            ms(bwd["off auto"]),
+            ms(bwd["peer"]),
+            ratio,
+            bwd_flops["off auto"],
+            bwd["off auto"],
+            ">= 1.0",
+            ratio >= 1.0,
         )
-        print(f"  ours, released causal module on         {causal * 1e3:9.1f} ms")
-        print(
-            f"  ratio ours/Blip2QFormerModel            {mine / peer:9.3f}  (same arithmetic; < 1: ours faster)"
+    )
+    for name in ("on eager", "on sdpa", "on flex", "on auto"):
+        rows.append(
+            Row(
+                f"Q-Former fwd, released causal module on ({flops[name] / flops['peer']:.2f}x the peer's FLOPs), "
+                f"ours {name.split()[1]} vs Blip2QFormerModel",
+                ms(fwd[name]),
+                ms(fwd["peer"]),
+                fwd["peer"] / fwd[name],
+                flops[name],
+                fwd[name],
+            )
         )
-        print(
-            f"  ratio ours causal/Blip2QFormerModel     {causal / peer_again:9.3f}  (includes the causal module's extra work)"
+    rows.append(
+        Row(
+            f"Q-Former fwd+bwd, causal module on ({bwd_flops['on auto'] / bwd_flops['peer']:.2f}x the peer's "
+            "FLOPs), ours auto (sdpa: no flex backward on CPU) vs Blip2QFormerModel",
+            ms(bwd["on auto"]),
+            ms(bwd["peer"]),
+            bwd["peer"] / bwd["on auto"],
+            bwd_flops["on auto"],
+            bwd["on auto"],
         )
+    )
+    reason = xformers_failure(torch.device("cpu"), torch.float32)
+    rows.append(Row(f"xformers: not run ({reason})" if reason else "xformers: runs", "", "", None))
+    return rows
 
-    print("  torch.compile (dynamo.explain, tiny model, sdpa, check_finite=False):")
-    print("    " + _graph_breaks().replace("\n", "\n    "))
+
+def _forward_peer(peer):
+    def run():
+        with torch.no_grad():
+            return peer().last_hidden_state
+
+    return run
+
+
+def attention_rows(args) -> list[Row]:
+    """Row group 2: the block-causal attention alone."""
+    config = _config(args.quick)
+    heads, frames, tokens = config.causal_num_heads, config.window_size, config.tokens_per_frame
+    head_dim = config.encoder_hidden_size // heads
+    batch = 4 * args.windows
+    rows = []
+    for lengths, label in (
+        (None, "full windows"),
+        ((frames,) * (batch - 1) + (3,), "one partial window (3 real frames), padding masked"),
+    ):
+        pattern = BlockCausalPattern(frames, tokens, "future", lengths)
+        q, k, v = (torch.randn(batch, heads, pattern.length, head_dim) for _ in "qkv")
+        inputs = AttentionInputs(q, k, v, mask=pattern.dense(), pattern=pattern)
+        plain = AttentionInputs(q, k, v)
+        fns = {
+            "flex": lambda inputs=inputs: BACKENDS["flex"](inputs),
+            "sdpa masked": lambda inputs=inputs: BACKENDS["sdpa"](inputs),
+            "sdpa unmasked": lambda plain=plain: BACKENDS["sdpa"](plain),
+        }
+        times = paired_seconds(fns, 2 * args.repeats + 1)
+        dense = inputs.flops
+        allowed = pattern.dense().float().mean().item()  # fraction of pairs the mask admits
+        shape = f"{batch} x {heads} x {pattern.length} x {head_dim}, {label}"
+        for peer, target in (("sdpa unmasked", 1.25), ("sdpa masked", None)):
+            ratio = times[peer] / times["flex"]
+            rows.append(
+                Row(
+                    f"block-causal attention ({allowed:.0%} of pairs): flex vs {peer.replace('sdpa', 'SDPA')}, {shape}",
+                    ms(times["flex"]),
+                    ms(times[peer]),
+                    ratio,
+                    int(dense * allowed),
+                    times["flex"],
+                    ">= 1.25 (time <= 0.8x)" if target else "",
+                    (ratio >= target) if target else None,
+                )
+            )
+    return rows
+
+
+def mixed_rows(args) -> list[Row]:
+    """Row group 3: a mixed-length batch, packed against padded to the longest."""
+    seconds = (5, 20, 60) if not args.quick else (5, 10, 20)
+    config = _config(args.quick, causal=False, attention_backend="auto")
+    model = CausalQFormer(config).eval()
+    lengths = torch.tensor([int(s * FPS) for s in seconds])
+    longest = int(lengths.max())
+    features = torch.randn(len(seconds), longest, config.tokens_per_frame, config.encoder_hidden_size)
+    frame_mask = torch.arange(longest)[None, :] < lengths[:, None]
+    packed, padded = _forward(model, features, frame_mask), _forward(model, features)
+    times = paired_seconds({"packed": packed, "padded": padded}, max(2, args.repeats - 1))
+    flops = {"packed": count_flops(packed), "padded": count_flops(padded)}
+    ideal = flops["padded"] / flops["packed"]
+    ratio = times["padded"] / times["packed"]
+    return [
+        Row(
+            f"mixed lengths {seconds} s (causal off): packed vs padded to the longest; ideal {ideal:.2f}x, "
+            f"padding would waste {1 - 1 / ideal:.0%} of the FLOPs; {ratio / ideal:.0%} of ideal",
+            ms(times["packed"]),
+            ms(times["padded"]),
+            ratio,
+            flops["packed"],
+            times["packed"],
+            f">= {0.9 * ideal:.2f} (90% of ideal)",
+            ratio >= 0.9 * ideal,
+        )
+    ]
+
+
+def overlap_rows(args) -> list[Row]:
+    """Row group 4: overlapping windows, frame-shared projections against the naive per-window path."""
+    rows = []
+    frames = 30 if not args.quick else 20
+    for causal, issue_target in ((True, 1.18), (False, 1.4)):
+        config = _config(args.quick, causal=causal, window_stride=5, attention_backend="auto")
+        shared = CausalQFormer(config).eval()
+        naive = CausalQFormer(CausalQFormerConfig(**{**config.to_dict(), "window_stride": 10})).eval()
+        naive.load_state_dict(shared.state_dict())
+        features = torch.randn(1, frames, config.tokens_per_frame, config.encoder_hidden_size)
+        starts = range(0, frames - config.window_size + 1, config.window_stride)
+        clips = torch.stack([features[0, s : s + config.window_size] for s in starts])  # (Nw, F, N, D)
+        fns = {"shared": _forward(shared, features), "naive": _forward(naive, clips)}
+        with torch.no_grad():
+            diff = (shared(features).tokens[0] - naive(clips).tokens[:, 0]).abs().max().item()
+        times = paired_seconds(fns, args.repeats)
+        flops = {name: count_flops(fn) for name, fn in fns.items()}
+        ideal = flops["naive"] / flops["shared"]
+        ratio = times["naive"] / times["shared"]
+        target = 0.9 * ideal
+        rows.append(
+            Row(
+                f"overlap stride 5 of 10, causal {'on' if causal else 'off'}, {len(clips)} windows: shared frame "
+                f"projections vs naive; ideal {ideal:.2f}x, {ratio / ideal:.0%} of ideal, max abs diff {diff:.0e}",
+                ms(times["shared"]),
+                ms(times["naive"]),
+                ratio,
+                flops["shared"],
+                times["shared"],
+                f">= {target:.2f} (90% of ideal; issue: {issue_target})",
+                ratio >= target,
+            )
+        )
+    return rows
+
+
+def _memory_probe(seconds: float, quick: bool) -> None:
+    """Child process: peak RSS growth (MB) of one forward pass over a video of ``seconds``; prints JSON."""
+    torch.manual_seed(0)
+    config = _config(quick, causal=False, attention_backend="sdpa")
+    model = CausalQFormer(config).eval()
+    features = torch.randn(1, max(1, int(seconds * FPS)), config.tokens_per_frame, config.encoder_hidden_size)
+    with torch.no_grad():
+        model(features[:, : config.window_size])  # first-call allocations outside the measurement
+        base = _rss_mb()
+        out = model(features)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB -> MB on Linux
+    print(json.dumps({"extra_mb": peak - base, "windows": int(out.window_mask.sum())}))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_rows(args) -> list[Row]:
+    """Row group 5: peak memory against video length (child processes), tokens into the LLM per minute."""
+    lengths = (5, 60, 600) if not args.quick else (5, 30, 60)
+    results = {}
+    for seconds in lengths:
+        cmd = [sys.executable, str(Path(__file__)), "--memory-probe", str(seconds)] + (
+            ["--quick"] if args.quick else []
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        results[seconds] = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = []
+    first = lengths[0]
+    per_minute = {s: results[s]["extra_mb"] / (s / 60) for s in lengths}
+    for s in lengths:
+        rows.append(
+            Row(
+                f"peak memory of a forward pass (causal off, fp32), {s} s video ({results[s]['windows']} windows); "
+                f"ratio = MB per minute at {lengths[-1]} s / at this length (1 = linear)",
+                f"{results[s]['extra_mb']:.0f} MB",
+                "",
+                per_minute[lengths[-1]] / per_minute[s] if s != first else None,
+            )
+        )
+    linear = 0.75 <= per_minute[lengths[-1]] / per_minute[lengths[1]] <= 1.33
+    rows[-1].target, rows[-1].met = "linear (0.75-1.33 vs the 60 s point)", linear
+    config = _config(args.quick)
+    for stride in (10, 5):
+        windows = 1 + (60 * FPS - config.window_size) / stride
+        rows.append(
+            Row(
+                f"tokens into the LLM per minute of video, stride {stride} of 10",
+                f"{windows * config.num_queries:.0f}",
+                "",
+                None,
+            )
+        )
+    return rows
+
+
+def qformer_rows(args) -> list[Row]:
+    return peer_rows(args) + attention_rows(args) + mixed_rows(args) + overlap_rows(args) + memory_rows(args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--windows", type=int, default=2, help="windows in the peer comparison")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: check the script runs, measure nothing"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--memory-probe", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_probe is not None:
+        _memory_probe(args.memory_probe, args.quick)
+        return
+    torch.manual_seed(0)
+    print(f"favor_qformer CPU benchmark: {machine()}, median of {args.repeats}, pairs timed alternately")
+    print(format_table(qformer_rows(args)))
 
 
 if __name__ == "__main__":

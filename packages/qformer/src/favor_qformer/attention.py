@@ -16,7 +16,8 @@ from einops import rearrange, repeat
 from torch import nn
 
 from .backends import AttentionInputs, attention
-from .masks import block_causal_mask
+from .masks import BlockCausalPattern, block_causal_mask
+from .shared_frames import SharedFrameTokens, materialise, project
 
 
 class MultiHeadAttention(nn.Module):
@@ -28,7 +29,7 @@ class MultiHeadAttention(nn.Module):
         kv_dim: Width of the key/value source (cross-attention); ``None`` = ``dim`` (self-attention).
         dropout: Dropout on the attention weights and on the block output (training only).
         layer_norm_eps: Eps of the post-residual LayerNorm.
-        backend: Attention backend (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``).
+        backend: Attention backend (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``, ``"flex"``).
     """
 
     def __init__(
@@ -56,15 +57,18 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
-        context: torch.Tensor | None = None,
+        x: torch.Tensor | SharedFrameTokens,
+        context: torch.Tensor | SharedFrameTokens | None = None,
         mask: torch.Tensor | None = None,
         key_lengths: list[int] | None = None,
+        pattern: BlockCausalPattern | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` (B, Lq, C) to ``context`` (B, Lk, kv_dim) (``None`` = ``x``); returns (B, Lq, C).
 
         ``mask`` is bool, broadcastable to (B, h, Lq, Lk), True = may attend. ``key_lengths`` (host ints) says
-        the mask is exactly "the first ``key_lengths[b]`` keys are real", which lets a backend pack rows.
+        the mask is exactly "the first ``key_lengths[b]`` keys are real", which lets a backend pack rows;
+        ``pattern`` says it is exactly that block-causal pattern, which lets a backend skip masked blocks.
+        ``x`` and ``context`` may be ``SharedFrameTokens`` (overlapping windows): each frame is projected once.
         """
         source = x if context is None else context
         width, kv_width = self.query.in_features, self.key.in_features
@@ -76,14 +80,14 @@ class MultiHeadAttention(nn.Module):
                 f"{name}: expected (batch={x.shape[0]}, tokens, {kv_width}), got shape {tuple(source.shape)}"
             )
         heads = self.num_heads
-        q = rearrange(self.query(x), "b l (h d) -> b h l d", h=heads)
-        k = rearrange(self.key(source), "b l (h d) -> b h l d", h=heads)
-        v = rearrange(self.value(source), "b l (h d) -> b h l d", h=heads)
+        q = rearrange(project(self.query, x), "b l (h d) -> b h l d", h=heads)
+        k = rearrange(project(self.key, source), "b l (h d) -> b h l d", h=heads)
+        v = rearrange(project(self.value, source), "b l (h d) -> b h l d", h=heads)
         p = self.dropout if self.training else 0.0
-        inputs = AttentionInputs(q, k, v, mask=mask, key_lengths=key_lengths, dropout_p=p)
+        inputs = AttentionInputs(q, k, v, mask=mask, key_lengths=key_lengths, dropout_p=p, pattern=pattern)
         context_layer = rearrange(attention(inputs, self.backend), "b h l d -> b l (h d)")  # (B, Lq, C)
         projected = nn.functional.dropout(self.out(context_layer), p=p, training=self.training)
-        return self.norm(projected + x)
+        return self.norm(projected + materialise(x))
 
 
 class BlockCausalAttention(MultiHeadAttention):
@@ -102,7 +106,7 @@ class BlockCausalAttention(MultiHeadAttention):
         layer_norm_eps: Eps of the post-residual LayerNorm.
         attends_padding: Released quirk: real frames also attend to padding frames, so ``frame_mask`` does not
             change this module's output. ``False`` (default) masks padding frames as keys.
-        backend: Attention backend (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``).
+        backend: Attention backend (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``, ``"flex"``).
     """
 
     def __init__(
@@ -142,9 +146,25 @@ class BlockCausalAttention(MultiHeadAttention):
         )  # (B, Lq, Lk): real keys, or any key for padding queries
         return (block[None] & allowed)[:, None]  # (B, 1, L, L)
 
-    def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The module on flattened tokens: ``x`` (B, L, C) with a mask from ``build_mask``; returns (B, L, C)."""
-        return super().forward(x, mask=mask)
+    def build_pattern(
+        self, num_frames: int, tokens_per_frame: int, real_frames: tuple[int, ...] | None = None
+    ) -> BlockCausalPattern:
+        """The mask of ``build_mask`` as structure (for block-sparse backends), from each row's real frames
+        (host ints, real frames first; ``None`` = all real). Equal to ``build_mask`` with the matching
+        ``frame_mask``."""
+        padded = real_frames is not None and any(r < num_frames for r in real_frames)
+        keep = tuple(real_frames) if padded and not self.attends_padding else None
+        return BlockCausalPattern(num_frames, tokens_per_frame, self.direction, keep)
+
+    def forward_tokens(
+        self,
+        x: torch.Tensor | SharedFrameTokens,
+        mask: torch.Tensor,
+        pattern: BlockCausalPattern | None = None,
+    ) -> torch.Tensor:
+        """The module on flattened tokens: ``x`` (B, L, C) with a mask from ``build_mask`` (and, optionally, the
+        same mask as ``build_pattern``'s structure); returns (B, L, C)."""
+        return super().forward(x, mask=mask, pattern=pattern)
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """Block-causal self-attention over frames.
@@ -174,5 +194,12 @@ class BlockCausalAttention(MultiHeadAttention):
                 f"got {frame_mask.dtype} of shape {tuple(frame_mask.shape)}"
             )
         mask = self.build_mask(frames, tokens, frame_mask, x.device)
+        pattern = self.build_pattern(frames, tokens)
+        if frame_mask is not None:
+            real = frame_mask.sum(dim=1)  # (B,)
+            real_first = torch.arange(frames, device=frame_mask.device)[None, :] < real[:, None]
+            # The pattern means "real frames first"; a mask with holes is only expressed by the dense mask.
+            contiguous = torch.equal(real_first, frame_mask)
+            pattern = self.build_pattern(frames, tokens, tuple(real.tolist())) if contiguous else None
         flat = rearrange(x, "b f n c -> b (f n) c")
-        return rearrange(self.forward_tokens(flat, mask), "b (f n) c -> b f n c", f=frames)
+        return rearrange(self.forward_tokens(flat, mask, pattern), "b (f n) c -> b f n c", f=frames)

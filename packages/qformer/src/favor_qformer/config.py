@@ -15,7 +15,7 @@ from typing import Any
 
 CAUSAL_DIRECTIONS = ("future", "past")
 POSITION_EMBEDDINGS = ("window", "none")
-ATTENTION_BACKENDS = ("auto", "eager", "sdpa", "xformers")
+ATTENTION_BACKENDS = ("auto", "eager", "sdpa", "xformers", "flex")
 
 
 @dataclass
@@ -49,7 +49,8 @@ class CausalQFormerConfig:
             causal module only) to that window's padding frames, which carry the LayerNorm bias plus the position
             embedding. ``False`` (default) masks padding everywhere; ``from_favor_official`` sets ``True``.
         dropout: Dropout on attention probabilities and on each block's output (BERT's 0.1; inactive in eval).
-        attention_backend: ``"auto"``, ``"eager"``, ``"sdpa"`` or ``"xformers"`` (see the backends table in docs).
+        attention_backend: ``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"`` or ``"flex"`` (see the backends table
+            in docs).
         gradient_checkpointing: Recompute each layer in the backward pass (training only).
         check_finite: Raise ``ValueError`` when the input features hold NaN or inf (one reduction over the
             input; set ``False`` to skip it, e.g. under ``torch.compile``).

@@ -14,6 +14,8 @@ from torch import nn
 
 from .attention import BlockCausalAttention, MultiHeadAttention
 from .config import CausalQFormerConfig
+from .masks import BlockCausalPattern
+from .shared_frames import SharedFrameTokens
 
 
 class FeedForward(nn.Module):
@@ -74,19 +76,23 @@ class CausalQFormerLayer(nn.Module):
     def forward(
         self,
         queries: torch.Tensor,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | SharedFrameTokens,
         causal_mask: torch.Tensor | None,
         cross_mask: torch.Tensor | None,
         key_lengths: list[int] | None,
+        causal_pattern: BlockCausalPattern | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the layer.
 
         Args:
             queries: (Nw, Q, H) query stream.
-            tokens: (Nw, L, D) window tokens this layer's causal module reads.
+            tokens: (Nw, L, D) window tokens this layer's causal module reads (``SharedFrameTokens`` for
+                overlapping windows: each frame's projections computed once).
             causal_mask: Mask from ``BlockCausalAttention.build_mask`` ((1 or Nw), 1, L, L).
             cross_mask: (Nw, 1, 1, L) bool key-padding mask for cross-attention, ``None`` = no padding.
             key_lengths: Host ints, real tokens per window (for packing backends), ``None`` = no padding.
+            causal_pattern: ``causal_mask`` as structure (``BlockCausalAttention.build_pattern``), for
+                block-sparse backends; ``None`` = only the dense mask.
 
         Returns:
             The new queries (Nw, Q, H) and the causal module's output (Nw, L, D) (``None`` when not computed:
@@ -95,7 +101,9 @@ class CausalQFormerLayer(nn.Module):
         causal_out = None
         if self.causal_attention is not None:
             assert causal_mask is not None  # built by the model whenever config.causal
-            causal_out = self.causal_attention.forward_tokens(tokens, causal_mask)  # (Nw, L, D)
+            causal_out = self.causal_attention.forward_tokens(
+                tokens, causal_mask, causal_pattern
+            )  # (Nw, L, D)
         h = self.self_attention(queries)  # query self-attention is unmasked, as released
         if self.cross_attention is not None:
             context = tokens if causal_out is None else causal_out

@@ -9,6 +9,8 @@ code builds it with ``torch.triu`` over frames, so frame i attends to frames j >
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .config import CAUSAL_DIRECTIONS
@@ -94,3 +96,69 @@ def block_causal_attn_bias(
     allowed = block_causal_mask(num_frames, tokens_per_frame, direction, device)
     bias.masked_fill_(~allowed, float("-inf"))
     return bias[None, None].expand(batch_size, num_heads, length, length)
+
+
+@dataclass(frozen=True)
+class BlockCausalPattern:
+    """The block-causal mask of a batch of windows as structure, not as a dense tensor.
+
+    Block-sparse backends (``backends/flex.py``) read it to skip the blocks the rule masks entirely; the other
+    backends use the dense mask from [`dense`][favor_qformer.masks.BlockCausalPattern.dense], which is equal.
+
+    Rule, for query token q and key token k of row b (frames ``q // N`` and ``k // N``): the frame-level
+    ``direction`` rule allows the pair, and, when ``real_frames`` is given, k is a real token
+    (``k < real_frames[b] * N``) or q is a padding token (a padding query keeps the block pattern, so no row is
+    fully masked; its output is unused).
+
+    Attributes:
+        num_frames: Frames F per window.
+        tokens_per_frame: Tokens N per frame.
+        direction: ``"future"`` or ``"past"``.
+        real_frames: Real frames of each row (host ints, length B), or ``None`` when every frame is attended as a
+            key (no padding, or the released ``causal_attends_window_padding`` quirk).
+    """
+
+    num_frames: int
+    tokens_per_frame: int
+    direction: str
+    real_frames: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_direction(self.direction)
+
+    @property
+    def length(self) -> int:
+        """Tokens L = F * N per window."""
+        return self.num_frames * self.tokens_per_frame
+
+    def allowed(
+        self, batch: torch.Tensor, query: torch.Tensor, key: torch.Tensor, real_tokens: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The rule on index tensors (broadcasting; a FlexAttention ``mask_mod`` calls it on scalars): True where
+        query token ``query`` of row ``batch`` may attend to key token ``key``. ``real_tokens``: (B,) long real
+        tokens per row (from ``real_tokens()``), ``None`` = no padding."""
+        q_frame, k_frame = query // self.tokens_per_frame, key // self.tokens_per_frame
+        block = k_frame >= q_frame if self.direction == "future" else k_frame <= q_frame
+        if real_tokens is None:
+            return block
+        real = real_tokens[batch]
+        return block & ((key < real) | (query >= real))
+
+    def real_tokens(self, device: torch.device | str | None = None) -> torch.Tensor | None:
+        """(B,) long real tokens per row, or ``None`` without padding."""
+        if self.real_frames is None:
+            return None
+        return torch.tensor(self.real_frames, device=device) * self.tokens_per_frame
+
+    def dense(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The same mask as a tensor: (1, 1, L, L) without padding, else (B, 1, L, L) bool (True = attend)."""
+        block = block_causal_mask(self.num_frames, self.tokens_per_frame, self.direction, device)  # (L, L)
+        real_tokens = self.real_tokens(device)
+        if real_tokens is None:
+            return block[None, None]
+        idx = torch.arange(self.length, device=device)
+        real = idx[None, :] < real_tokens[:, None]  # (B, L)
+        allowed = (
+            real[:, None, :] | ~real[:, :, None]
+        )  # (B, Lq, Lk): real keys, or any key for padding queries
+        return (block[None] & allowed)[:, None]

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from ._validation import validate_inputs
 from .config import CausalQFormerConfig
 from .layer import CausalQFormerLayer
+from .shared_frames import SharedFrameTokens, materialise, share_frames
 from .windows import gather_windows, plan_windows, scatter_windows, window_frame_ranges, window_mask
 
 
@@ -113,7 +114,8 @@ class CausalQFormer(nn.Module):
         self.config.gradient_checkpointing = False
 
     def set_attention_backend(self, backend: str) -> None:
-        """Switch every attention block to ``backend`` (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``)."""
+        """Switch every attention block to ``backend`` (``"auto"``, ``"eager"``, ``"sdpa"``, ``"xformers"``,
+        ``"flex"``)."""
         CausalQFormerConfig(**{**self.config.to_dict(), "attention_backend": backend})  # validates the name
         self.config.attention_backend = backend
         for module in self.modules():
@@ -177,20 +179,36 @@ class CausalQFormer(nn.Module):
             tokens = features.new_zeros(batch, plan.max_windows, config.num_queries, config.hidden_size)
             return CausalQFormerOutput(tokens, mask, frames)
 
-        windows, frame_valid = gather_windows(
-            features, plan, config.window_size, config.window_stride
-        )  # (Nw, F, N, D), (Nw, F)
-        x = self.embed_windows(windows)  # (Nw, L, D)
+        x: torch.Tensor | SharedFrameTokens
+        if config.window_stride < config.window_size:
+            # Overlapping windows: frames are normalised and projected once, not once per window holding them.
+            frame_valid = (
+                torch.arange(config.window_size, device=features.device)[None, :] < plan.length[:, None]
+            )
+            position = (
+                None
+                if self.position_embedding is None
+                else self.position_embedding.weight[: config.tokens_per_window]
+            )
+            x = share_frames(
+                features, lengths, plan.start, plan.batch_index, frame_valid, self.input_layernorm, position
+            )
+        else:
+            windows, frame_valid = gather_windows(
+                features, plan, config.window_size, config.window_stride
+            )  # (Nw, F, N, D), (Nw, F)
+            x = self.embed_windows(windows)  # (Nw, L, D)
         n = config.tokens_per_frame
         partial = any(length < config.window_size for length in plan.real_frames)
         cross_mask = repeat(frame_valid, "w f -> w 1 1 (f n)", n=n) if partial else None  # (Nw, 1, 1, L)
         key_lengths = [length * n for length in plan.real_frames] if partial else None
-        causal_mask = None
+        causal_mask = causal_pattern = None
         first = self.layers[0] if len(self.layers) else None
         if first is not None and first.causal_attention is not None:
             causal_mask = first.causal_attention.build_mask(
                 config.window_size, n, frame_valid if partial else None, features.device
             )
+            causal_pattern = first.causal_attention.build_pattern(config.window_size, n, plan.real_frames)
 
         h = self.query_embeddings(plan.num_real)  # (Nw, Q, H)
         hidden, causal_states = [h], []
@@ -198,10 +216,17 @@ class CausalQFormer(nn.Module):
         for layer in self.layers:
             if config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h, causal_out = checkpoint(
-                    layer, h, source, causal_mask, cross_mask, key_lengths, use_reentrant=False
+                    layer,
+                    h,
+                    source,
+                    causal_mask,
+                    cross_mask,
+                    key_lengths,
+                    causal_pattern,
+                    use_reentrant=False,
                 )
             else:
-                h, causal_out = layer(h, source, causal_mask, cross_mask, key_lengths)
+                h, causal_out = layer(h, source, causal_mask, cross_mask, key_lengths, causal_pattern)
             if config.stack_causal and causal_out is not None:
                 source = causal_out
             hidden.append(h)
@@ -215,7 +240,7 @@ class CausalQFormer(nn.Module):
             mask,
             frames,
             hidden_states=tuple(scatter_windows(t, plan, batch) for t in hidden),
-            encoder_hidden_states=scatter_windows(x, plan, batch),
+            encoder_hidden_states=scatter_windows(materialise(x), plan, batch),
             causal_hidden_states=tuple(
                 None if t is None else scatter_windows(t, plan, batch) for t in causal_states
             ),

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from ..masks import BlockCausalPattern
+
 
 @dataclass
 class AttentionInputs:
@@ -28,6 +30,8 @@ class AttentionInputs:
         key_lengths: Host-side list of B ints when ``mask`` is exactly "keys ``[0, key_lengths[b])`` of row b are
             real" (a key-padding mask, nothing else); lets a backend pack variable-length rows. ``None`` otherwise.
         dropout_p: Dropout probability on the attention weights (0 in eval).
+        pattern: Set when ``mask`` is exactly this block-causal pattern (the causal module); lets a block-sparse
+            backend skip the blocks it masks entirely. ``None`` otherwise.
     """
 
     query: torch.Tensor
@@ -36,6 +40,7 @@ class AttentionInputs:
     mask: torch.Tensor | None = None
     key_lengths: list[int] | None = None
     dropout_p: float = 0.0
+    pattern: BlockCausalPattern | None = None
 
     @property
     def device(self) -> torch.device:
@@ -44,6 +49,12 @@ class AttentionInputs:
     @property
     def dtype(self) -> torch.dtype:
         return self.query.dtype
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds x 2 of the two matmuls when every pair is computed: ``4 B h Lq Lk d``."""
+        batch, heads, q_len, head_dim = self.query.shape
+        return 4 * batch * heads * q_len * self.key.shape[-2] * head_dim
 
 
 class AttentionBackend(Protocol):
