@@ -100,7 +100,7 @@ class MediaSource:
 
     @contextlib.contextmanager
     def open(self, av: Any) -> Iterator[Any]:
-        """The opened PyAV input container, for a ``with`` block; refuses non-media formats and truncated MP4."""
+        """The opened PyAV input container, for a ``with`` block; refuses non-media formats and truncated files."""
         with self._file() as file:
             container = self._open_container(av, file)
             try:
