@@ -112,6 +112,18 @@ def test_cut_audio_files(tmp_path, container, match):
         load_media(cut)
 
 
+def test_raw_aac_cut_inside_a_frame(tmp_path):
+    # Raw ADTS AAC declares no length; each frame declares its own, so a cut inside the last one shows.
+    data = make_test_clip(tmp_path / "six.aac", container="aac", duration=6.0).path.read_bytes()
+    path = tmp_path / "cut.aac"
+    path.write_bytes(data[:-3])
+    with pytest.raises(
+        MediaError,
+        match=r"cut\.aac: truncated: its AAC frame \d+ at byte \d+ declares \d+ bytes but the file ends 3 bytes short",
+    ):
+        load_media(path)
+
+
 def test_streaming_wav_with_unknown_sizes_still_loads(tmp_path):
     # A WAV written to a pipe cannot know its length: RIFF and data sizes 0xFFFFFFFF mean "to the end of the file".
     data = bytearray(make_test_clip(tmp_path / "six.wav", container="wav", duration=6.0).path.read_bytes())

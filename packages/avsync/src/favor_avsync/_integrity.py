@@ -7,6 +7,7 @@ layout of these containers says what should be there, so each check compares it 
 - MP4/MOV (ISO base media): every top-level box (``size``, ``type``) ends within the file.
 - WAV/RIFF: the ``RIFF`` size and every chunk (``data`` above all) end within the file.
 - Ogg: the last page is whole and carries the end-of-stream flag.
+- Raw ADTS AAC: no frame runs past the end of the file.
 
 Each returns None when the file is whole, else a sentence saying what is missing.
 """
@@ -112,4 +113,29 @@ def ogg_problem(f: BinaryIO) -> str | None:
     return None
 
 
-__all__ = ["ISOBMFF_BOXES", "isobmff_problem", "ogg_problem", "riff_problem"]
+def adts_problem(f: BinaryIO) -> str | None:
+    """Raw ADTS AAC: a frame (7-byte header with a 13-bit length) that runs past the end of the file. The walk stops
+    at bytes that are no frame header (a trailing tag)."""
+    f.seek(0)
+    data = f.read()
+    offset = 0
+    if data[:3] == b"ID3" and len(data) >= 10:  # ID3v2 tag before the frames: 10-byte header, syncsafe size
+        offset = 10 + (
+            (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
+        )
+    frames = 0
+    while offset + 7 <= len(data) and data[offset] == 0xFF and data[offset + 1] & 0xF6 == 0xF0:
+        length = (data[offset + 3] & 0x03) << 11 | data[offset + 4] << 3 | data[offset + 5] >> 5
+        if length < 7:
+            return f"damaged AAC: frame {frames} at byte {offset} declares an impossible length of {length} bytes"
+        if offset + length > len(data):
+            return (
+                f"truncated: its AAC frame {frames} at byte {offset} declares {length} bytes but the file ends "
+                f"{offset + length - len(data)} bytes short of it ({len(data)} bytes)"
+            )
+        offset += length
+        frames += 1
+    return None
+
+
+__all__ = ["ISOBMFF_BOXES", "adts_problem", "isobmff_problem", "ogg_problem", "riff_problem"]

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from favor_avsync._integrity import ISOBMFF_BOXES, isobmff_problem, ogg_problem, riff_problem
+from favor_avsync._integrity import ISOBMFF_BOXES, adts_problem, isobmff_problem, ogg_problem, riff_problem
 from favor_avsync.errors import MediaError, MissingMediaError
 
 #: FFmpeg demuxers that are not audio, video or a picture: text rendered as a picture (tty and the text-art
@@ -46,7 +46,12 @@ NON_MEDIA_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 #: Signatures of text formats that fail to open once nested reads are refused (so FFmpeg names no format).
 _TEXT_SIGNATURES = ((b"ffconcat version", "concat"), (b"#EXTM3U", "hls"), (b"<MPD", "dash"))
 #: Structural truncation checks (_integrity.py) by FFmpeg demuxer name.
-_STRUCTURE_CHECKS = ((("mov", "mp4"), isobmff_problem), (("wav",), riff_problem), (("ogg",), ogg_problem))
+_STRUCTURE_CHECKS = (
+    (("mov", "mp4"), isobmff_problem),
+    (("wav",), riff_problem),
+    (("ogg",), ogg_problem),
+    (("aac",), adts_problem),
+)
 #: Read buffer of PyAV's Python I/O (its 32 KB default makes many small Python calls on large files).
 _BUFFER_SIZE = 1 << 20
 
@@ -62,6 +67,7 @@ class MediaSource:
 
     def __init__(self, path_or_bytes: Any, max_pixels: int) -> None:
         self.max_pixels = max_pixels
+        self._structure_checked = False
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self.data: bytes | None = bytes(path_or_bytes)
             self.path: Path | None = None
@@ -94,7 +100,7 @@ class MediaSource:
 
     @contextlib.contextmanager
     def open(self, av: Any) -> Iterator[Any]:
-        """The opened PyAV input container, for a ``with`` block; refuses non-media formats and truncated MP4."""
+        """The opened PyAV input container, for a ``with`` block; refuses non-media formats and truncated files."""
         with self._file() as file:
             container = self._open_container(av, file)
             try:
@@ -153,7 +159,10 @@ class MediaSource:
             return f.read(1024)
 
     def _check_structure(self, fmt: str) -> None:
-        """Refuse a truncated MP4/MOV, WAV or Ogg file (see _integrity.py) that FFmpeg opened anyway."""
+        """Refuse a truncated MP4/MOV, WAV, Ogg or ADTS file (see _integrity.py) that FFmpeg opened anyway (once per
+        source: the file is opened several times per load)."""
+        if self._structure_checked:
+            return
         names = fmt.split(",")
         check = next((c for formats, c in _STRUCTURE_CHECKS if any(f in formats for f in names)), None)
         if check is None:
@@ -162,6 +171,7 @@ class MediaSource:
             problem = check(f)
         if problem is not None:
             raise MediaError(f"{self.name}: {problem}; re-download or re-encode the file")
+        self._structure_checked = True
 
 
 def _is_text(head: bytes) -> bool:
