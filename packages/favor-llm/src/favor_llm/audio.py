@@ -56,6 +56,9 @@ class AudioEncoder(nn.Module):
         self.encoder = WhisperEncoder(config)
         self.steps_per_chunk = int(config.max_source_positions)
         self.hidden_size = int(config.d_model)
+        #: ``(M, L)`` of one log-mel window, as the encoder reads it.
+        self.window_shape = (int(config.num_mel_bins), WHISPER_CONV_STRIDE * self.steps_per_chunk)
+        self.samples_per_chunk = chunk_samples(config)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -91,3 +94,44 @@ class AudioEncoder(nn.Module):
             )  # (sum K, P, Da)
             out[real.to(out.device)] = encoded
         return out.reshape(batch, max_chunks * self.steps_per_chunk, self.hidden_size)
+
+    def encode_batch(
+        self, input_features: torch.Tensor | None, num_samples: torch.Tensor, steps: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-mel windows -> ``(B, S, Da)`` encoder features, ``S`` the longest sample's real steps (zeros past
+        each sample's ``steps``; ``S = 0`` when no sample has audio).
+
+        Args:
+            input_features: ``(B, K, M, L)`` windows (``None`` when no sample has audio).
+            num_samples: ``(B,)`` audio samples per sample (they decide the windows to encode).
+            steps: ``(B,)`` real encoder steps per sample (`audio_steps` of its samples).
+        """
+        batch = steps.shape[0]
+        device = steps.device
+        if input_features is None or batch == 0 or int(steps.max()) == 0:
+            if input_features is None and batch and int(steps.max()) > 0:
+                raise ValueError("input_features: missing, but audio_lengths say some samples have audio")
+            return torch.zeros(batch, 0, self.hidden_size, dtype=self.dtype, device=device)
+        if input_features.ndim != 4 or input_features.shape[0] != batch:
+            raise ValueError(
+                f"input_features: expected (batch={batch}, chunks, mel_bins, frames), got "
+                f"{tuple(input_features.shape)}"
+            )
+        if tuple(input_features.shape[2:]) != self.window_shape:
+            raise ValueError(
+                f"input_features: each window must be (mel_bins, frames) = {self.window_shape} for this Whisper "
+                f"encoder, got {tuple(input_features.shape[2:])} (a feature extractor with "
+                f"feature_size={self.window_shape[0]} and n_samples={self.samples_per_chunk})"
+            )
+        per_chunk = self.samples_per_chunk
+        chunks = torch.div(num_samples + per_chunk - 1, per_chunk, rounding_mode="floor")  # (B,)
+        if int(chunks.max()) > input_features.shape[1]:
+            raise ValueError(
+                f"input_features: audio_lengths={num_samples.tolist()} need {chunks.tolist()} windows of "
+                f"{per_chunk} samples but input_features has {input_features.shape[1]}"
+            )
+        encoded = self(input_features.to(device), chunks)  # (B, K * P, Da)
+        steps = steps.clamp(max=encoded.shape[1])
+        encoded = encoded[:, : int(steps.max())]  # (B, S, Da)
+        real = torch.arange(encoded.shape[1], device=device)[None, :] < steps[:, None]  # (B, S)
+        return encoded * real[..., None].to(encoded.dtype)
