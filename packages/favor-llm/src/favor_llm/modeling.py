@@ -73,16 +73,6 @@ class FavorModel(FavorPreTrainedModel, FavorGenerationMixin):
         self.post_init()
         self._rebase_llm_plans()
 
-    def _rebase_llm_plans(self) -> None:
-        """Tied-weight keys and the tensor-parallel plan under the LLM's real path (LoRA moves it); only the
-        no-split layer classes this model has."""
-        present = {type(m).__name__ for m in self.modules()}
-        self._no_split_modules = {name for name in self._no_split_modules if name in present}
-        prefix = self.llm_prefix
-        tied = getattr(self.causal_lm, "all_tied_weights_keys", None) or {}
-        self.all_tied_weights_keys = {prefix + k: prefix + v for k, v in tied.items()}
-        self._tp_plan = {prefix + k: v for k, v in (getattr(self.causal_lm, "_tp_plan", None) or {}).items()}
-
     # --------------------------------------------------------------------------------------------- AV encoding
     def encode_frozen_media(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Run the frozen encoders only (no gradients): the features a training run may cache once per clip.

@@ -74,6 +74,23 @@ class FavorPreTrainedModel(PreTrainedModel):
             for adapter in list(layer.lora_A):
                 layer.reset_lora_parameters(adapter, init_lora_weights=True)
 
+    def tie_weights(self, *args: Any, **kwargs: Any) -> None:
+        """The LLM ties its own weights (under LoRA its modules sit below ``language_model.base_model.model``,
+        where transformers' composite tying, which prefixes the child's keys with ``language_model.``, looks in
+        vain)."""
+        self._rebase_llm_plans()
+        self.causal_lm.tie_weights(*args, **kwargs)
+
+    def _rebase_llm_plans(self) -> None:
+        """Tied-weight keys and the tensor-parallel plan under the LLM's real path (LoRA moves it); only the
+        no-split layer classes this model has."""
+        present = {type(m).__name__ for m in self.modules()}
+        self._no_split_modules = {name for name in self._no_split_modules if name in present}
+        prefix = self.llm_prefix
+        tied = getattr(self.causal_lm, "all_tied_weights_keys", None) or {}
+        self.all_tied_weights_keys = {prefix + k: prefix + v for k, v in tied.items()}
+        self._tp_plan = {prefix + k: v for k, v in (getattr(self.causal_lm, "_tp_plan", None) or {}).items()}
+
     # ------------------------------------------------------------------------------------------------ structure
     @property
     def causal_lm(self) -> PreTrainedModel:
