@@ -178,12 +178,13 @@ def test_from_pretrained_loading_info_and_low_cpu_mem_usage(fresh_tiny, batch, t
     loaded, info = FavorModel.from_pretrained(tmp_path / "m", output_loading_info=True)
     assert isinstance(loaded, FavorModel) and not loaded.training
     assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
-    low = FavorModel.from_pretrained(tmp_path / "m", low_cpu_mem_usage=True)
-    with torch.no_grad():
-        assert torch.equal(low(**batch).logits, model(**batch).logits)
-    assert dict(low.named_buffers()).keys() == dict(model.named_buffers()).keys()
-    for name, value in low.named_buffers():
-        torch.testing.assert_close(value, dict(model.named_buffers())[name], msg=name)
+    for kwargs in ({"low_cpu_mem_usage": True}, {"device_map": "cpu"}):
+        low = FavorModel.from_pretrained(tmp_path / "m", **kwargs)
+        with torch.no_grad():
+            assert torch.equal(low(**batch).logits, model(**batch).logits), kwargs
+        assert dict(low.named_buffers()).keys() == dict(model.named_buffers()).keys()
+        for name, value in low.named_buffers():
+            torch.testing.assert_close(value, dict(model.named_buffers())[name], msg=name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, "bfloat16", "auto"])
@@ -242,6 +243,9 @@ def test_tied_weights_keys_name_real_tied_parameters_under_lora(batch, tmp_path)
     _check_tied(loaded)
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    loaded.resize_token_embeddings(loaded.config.text_config.vocab_size + 3)  # stays tied
+    _check_tied(loaded)
+    assert loaded.get_output_embeddings().weight.shape[0] == loaded.config.text_config.vocab_size
 
 
 def test_no_split_modules_and_tp_plan_name_what_exists_under_lora(tiny):

@@ -74,20 +74,39 @@ class FavorModel(FavorPreTrainedModel, FavorGenerationMixin):
         self._rebase_llm_plans()
 
     # --------------------------------------------------------------------------------------------- AV encoding
-    def encode_frozen_media(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def encode_frozen_media(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        pixel_lengths: torch.Tensor | None = None,
+        frame_lengths: torch.Tensor | None = None,
+        input_features: torch.Tensor | list[torch.Tensor] | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        input_features_1: torch.Tensor | None = None,
+        input_features_2: torch.Tensor | None = None,
+        input_features_3: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Run the frozen encoders only (no gradients): the features a training run may cache once per clip.
 
         `forward`, `get_av_features` and `generate` accept the returned keys instead of ``pixel_values`` /
         ``input_features`` and give the same result.
 
         Args:
-            *args: ``pixel_values``, ``pixel_lengths``, ``frame_lengths``, ``input_features``, ``audio_lengths``,
-                ``qformer_input_ids``, ``qformer_attention_mask``, ``input_features_1`` .. ``_3``, in that order:
-                ``pixel_values (B, F, C, H, W)`` frames; ``pixel_lengths (B,)`` distinct frames per sample (an
-                image: 1, repeated over ``frame_lengths``); ``frame_lengths (B,)`` frames the visual stream spans;
-                ``input_features (B, K, M, L)`` Whisper log-mel windows; ``audio_lengths (B,)`` samples (0: none);
-                ``qformer_input_ids`` / ``qformer_attention_mask`` ``(B, Lq)`` InstructBLIP instruction.
-            **kwargs: the same by name, and ``batch_size`` (checked against the inputs).
+            pixel_values: ``(B, F, C, H, W)`` frames (zeros past ``pixel_lengths``).
+            pixel_lengths: ``(B,)`` distinct frames per sample (0: no visual input; 1 and ``frame_lengths > 1``:
+                an image repeated over ``frame_lengths`` frames).
+            frame_lengths: ``(B,)`` frames the visual stream spans (default ``pixel_lengths``).
+            input_features: ``(B, K, M, L)`` Whisper log-mel windows of the first audio encoder (or a list, one
+                per encoder).
+            audio_lengths: ``(B,)`` audio samples at ``config.audio_sample_rate`` (0: no audio).
+            qformer_input_ids: ``(B, Lq)`` instruction tokens for InstructBLIP's Q-Former.
+            qformer_attention_mask: ``(B, Lq)`` their mask.
+            input_features_1: windows of the 2nd audio encoder (when configured).
+            input_features_2: windows of the 3rd audio encoder.
+            input_features_3: windows of the 4th audio encoder.
+            batch_size: the batch size the inputs must have (checked).
 
         Returns:
             ``{"visual_features": (B, T, N, Dv)`` frame-encoder tokens over the frames each sample spans (an image
@@ -95,7 +114,19 @@ class FavorModel(FavorPreTrainedModel, FavorGenerationMixin):
             before its trainable projection, cut to the longest sample's real steps (zeros past each sample's
             steps), ``"audio_lengths": (B,)`` samples, and ``"audio_features_<k>"`` for further encoders``}``.
         """
-        return self.media_encoder.encode_frozen_media(*args, **kwargs)
+        return self.media_encoder.encode_frozen_media(
+            pixel_values,
+            pixel_lengths,
+            frame_lengths,
+            input_features,
+            audio_lengths,
+            qformer_input_ids,
+            qformer_attention_mask,
+            input_features_1,
+            input_features_2,
+            input_features_3,
+            batch_size=batch_size,
+        )
 
     def get_av_features(self, batch_size: int | None = None, **media: Any) -> FavorAVOutput:
         """Media -> AV tokens projected into the LLM's embedding space (like BLIP-2's ``get_image_features``).
