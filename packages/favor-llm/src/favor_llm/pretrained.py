@@ -37,7 +37,6 @@ class FavorPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _supports_attention_backend = True
     # The loss is a mean over the batch (answer tokens + the diversity term) unless `forward` is given
     # ``num_items_in_batch``; the Trainer scales it for gradient accumulation itself (the diversity term is a
     # per-batch mean, which the Trainer's own division keeps right).
