@@ -93,8 +93,9 @@ def test_shift_labels_and_num_items_in_batch_are_honoured(tiny, batch):
 
 
 # --------------------------------------------------------------------------------------------------- embeddings
-def test_resize_token_embeddings_under_lora(fresh_tiny, media):
+def test_resize_token_embeddings_under_lora(fresh_tiny, media, tmp_path):
     model, processor = fresh_tiny
+    model.save_frozen_components(tmp_path / "base")  # the LLM has a source, which the resize makes stale
     tokenizer = processor.tokenizer
     old = len(tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<AV>", "<new1>", "<new2>"]})
@@ -114,6 +115,14 @@ def test_resize_token_embeddings_under_lora(fresh_tiny, media):
     with torch.no_grad():
         generated = model.generate(**{k: v for k, v in inputs.items() if k != "labels"}, max_new_tokens=2)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 2
+    # the resized LLM no longer is its source checkpoint: it goes into the saved checkpoint, which reloads
+    assert "text" not in model.config.component_sources and "vision" in model.config.component_sources
+    model.save_pretrained(tmp_path / "resized")
+    assert (tmp_path / "resized" / "text").is_dir() and not (tmp_path / "resized" / "vision").exists()
+    loaded = FavorModel.from_pretrained(tmp_path / "resized")
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
 
 
 # ------------------------------------------------------------------------------------------------ meta device

@@ -161,10 +161,17 @@ class FavorPreTrainedModel(PreTrainedModel):
         self, new_num_tokens: int | None = None, *args: Any, **kwargs: Any
     ) -> nn.Embedding:
         """Resize the LLM's input and output embeddings together (e.g. after adding special tokens), LoRA or not;
-        ``config.text_config.vocab_size`` follows. Arguments as `PreTrainedModel.resize_token_embeddings`."""
+        ``config.text_config.vocab_size`` follows. Arguments as `PreTrainedModel.resize_token_embeddings`.
+
+        The LLM no longer matches its ``component_sources["text"]`` checkpoint, so that source is dropped: the next
+        `save_pretrained` writes the resized LLM into the checkpoint."""
+        before = self.get_input_embeddings().weight.shape[0]
         embeddings = self.causal_lm.resize_token_embeddings(new_num_tokens, *args, **kwargs)
         self.config.text_config.vocab_size = embeddings.weight.shape[0]
         self.causal_lm.config.vocab_size = embeddings.weight.shape[0]
+        sources = self.config.component_sources or {}
+        if embeddings.weight.shape[0] != before and "text" in sources:
+            self.config.component_sources = {k: v for k, v in sources.items() if k != "text"}
         self.freeze_frozen_parts()
         return embeddings
 
