@@ -148,3 +148,15 @@ def test_earlier_field_names_still_load():
     )
     assert c.repeat_image == 5 and c.image_repeat == 5
     assert c.num_queries == 2 and c.qformer_config is c.causal_qformer_config
+
+
+def test_config_common_properties(tmp_path):
+    """What transformers' ConfigTester checks: subfolders, num_labels, init without arguments."""
+    from favor_llm.testing import tiny_config
+
+    c = tiny_config()
+    c.save_pretrained(tmp_path / "sub")
+    loaded = FavorConfig.from_pretrained(tmp_path, subfolder="sub")
+    assert loaded.to_dict() | {"_name_or_path": ""} == c.to_dict() | {"_name_or_path": ""}
+    assert len(FavorConfig(num_labels=5).id2label) == 5
+    assert FavorConfig().to_dict()["causal_qformer_config"]["num_queries"] == 32

@@ -118,3 +118,36 @@ def test_inputs_embeds_for_a_text_only_prompt(tiny):
         )
     # generate(inputs_embeds=...) returns the new tokens only, as for every decoder-only model
     assert torch.equal(by_embeds, by_ids[:, text["input_ids"].shape[1] :])
+
+
+def test_static_cache_gives_the_greedy_tokens(tiny, prompt, greedy):
+    model, _ = tiny
+    assert torch.equal(_generate(model, prompt, do_sample=False, cache_implementation="static"), greedy)
+
+
+def test_generate_dict_outputs(fresh_tiny, prompt, greedy):
+    """transformers' generation tests check these shapes: one entry per new token; the prefill step attends over
+    the whole prompt, every later step over one new query."""
+    model, _ = fresh_tiny
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model.generate(
+            **prompt,
+            max_new_tokens=6,
+            min_new_tokens=6,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_scores=True,
+            output_logits=True,
+            output_attentions=True,
+            output_hidden_states=True,
+        )
+    length, layers = prompt["input_ids"].shape[1], model.config.text_config.num_hidden_layers
+    heads = model.config.text_config.num_attention_heads
+    assert torch.equal(out.sequences, greedy)
+    assert len(out.scores) == len(out.logits) == len(out.attentions) == len(out.hidden_states) == 6
+    assert len(out.attentions[0]) == layers and len(out.hidden_states[0]) == layers + 1
+    assert out.attentions[0][0].shape == (1, heads, length, length)
+    assert out.attentions[1][0].shape == (1, heads, 1, length + 1)
+    assert out.hidden_states[1][0].shape == (1, 1, model.config.text_config.hidden_size)
+    assert not (out.scores[0].argmax(-1) == model.config.av_token_id).any()
