@@ -140,8 +140,11 @@ def test_run_time_switches_are_not_saved(tmp_path):
     assert not model.config.causal_qformer_config.gradient_checkpointing  # the model's switch is its own
 
 
-def test_earlier_field_names_still_load():
+def test_earlier_field_names_still_load(tmp_path):
     from favor_llm.testing import tiny_config
+
+    tiny_config().save_pretrained(tmp_path)
+    assert FavorConfig.from_pretrained(tmp_path, image_repeat=3).repeat_image == 3
 
     c = tiny_config(
         image_repeat=5, qformer_config={**tiny_config().causal_qformer_config.to_dict(), "num_queries": 2}
