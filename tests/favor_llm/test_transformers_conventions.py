@@ -172,6 +172,13 @@ def test_attn_implementation_reaches_every_sub_model(fresh_tiny, batch, implemen
         assert torch.isfinite(model(**batch).loss)
 
 
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_attn_implementation_at_construction(implementation):
+    model = FavorModel._from_config(tiny_config(), attn_implementation=implementation)
+    assert {m.config._attn_implementation for m in _sub_models(model)} == {implementation}
+    assert model.causal_qformer.config.attention_backend == implementation
+
+
 def test_attn_implementation_at_load(fresh_tiny, tmp_path):
     model, _ = fresh_tiny
     model.save_pretrained(tmp_path / "m")

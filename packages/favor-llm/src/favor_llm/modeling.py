@@ -72,6 +72,11 @@ class FavorModel(FavorPreTrainedModel, FavorGenerationMixin):
                 module._is_hf_initialized = True
         self.post_init()
         self._rebase_llm_plans()
+        requested = getattr(config, "_attn_implementation_internal", None)
+        if isinstance(
+            requested, str
+        ):  # asked for at construction: every sub-model, the audio encoders included
+            self.set_attn_implementation(requested)
 
     # --------------------------------------------------------------------------------------------- AV encoding
     def encode_frozen_media(
