@@ -190,6 +190,10 @@ def test_attn_implementation_at_load(fresh_tiny, tmp_path):
 # ---------------------------------------------------------------------------------------------------- loading
 def test_from_pretrained_loading_info_and_low_cpu_mem_usage(fresh_tiny, batch, tmp_path):
     model, _ = fresh_tiny
+    model.save_pretrained(
+        tmp_path / "other_rank", is_main_process=False
+    )  # as the Trainer calls it on rank > 0
+    assert not (tmp_path / "other_rank").exists()
     model.save_pretrained(tmp_path / "m")
     loaded, info = FavorModel.from_pretrained(tmp_path / "m", output_loading_info=True)
     assert isinstance(loaded, FavorModel) and not loaded.training

@@ -242,9 +242,13 @@ class FavorPreTrainedModel(PreTrainedModel):
     ) -> None:
         """Save the model; see `favor_llm.checkpoint.save_favor_model` (delta by default, frozen parts without a
         source embedded; ``merge_lora=True``: everything, LoRA merged). ``push_to_hub=True`` uploads the directory
-        to ``repo_id``; ``max_shard_size`` shards the weights."""
+        to ``repo_id``; ``max_shard_size`` shards the weights; ``is_main_process=False`` (other ranks of a
+        distributed run, as transformers' Trainer passes it) writes nothing. The weights always come from the model
+        itself (a ``state_dict`` argument is not used) and are always safetensors."""
         push = kwargs.pop("push_to_hub", False)
         repo_id = kwargs.pop("repo_id", None)
+        if not kwargs.pop("is_main_process", True):
+            return
         checkpoint.save_favor_model(self, save_directory, merge_lora, kwargs.pop("max_shard_size", "5GB"))
         if push:
             from huggingface_hub import upload_folder
