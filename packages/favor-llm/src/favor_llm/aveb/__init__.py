@@ -60,6 +60,7 @@ from .generate import DEFAULT_SPLITS, generate, generate_splits
 from .render import write_clip
 from .scene import COLOURS, PITCHES, SHAPES, Scene
 from .tasks import DURATION, TASKS, Task, task_names
+from .vocabulary import tokenizer
 
 __all__ = [
     "COLOURS",
@@ -74,5 +75,6 @@ __all__ = [
     "generate_splits",
     "majority_baselines",
     "task_names",
+    "tokenizer",
     "write_clip",
 ]

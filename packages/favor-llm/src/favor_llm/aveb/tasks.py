@@ -35,12 +35,14 @@ class Task:
         name: the ``task`` field of its examples.
         modality: ``"visual"``, ``"audio"`` or ``"audio-visual"`` (what answering needs).
         answers: the answer words (exact match); the generator balances them.
+        questions: every question text the task asks (its vocabulary; `sample` returns one of them).
         sample: ``(rng, answer, num_slots) -> (scene, question, facts)``.
     """
 
     name: str
     modality: str
     answers: tuple[str, ...]
+    questions: tuple[str, ...]
     sample: Callable[[np.random.Generator, str, int], Sample]
 
 
@@ -231,14 +233,32 @@ def _av_match(rng: np.random.Generator, answer: str, num_slots: int) -> Sample:
 
 #: All tasks, in the order the generator deals them.
 TASKS: tuple[Task, ...] = (
-    Task("colour_at", "visual", tuple(COLOURS), _colour_at),
-    Task("colour_end", "visual", tuple(COLOURS), _colour_end),
-    Task("shape", "visual", SHAPES, _shape),
-    Task("beep_count", "audio", _COUNTS, _beep_count),
-    Task("pitch", "audio", ("high", "low"), _pitch),
-    Task("colour_at_beep", "audio-visual", tuple(COLOURS), _colour_at_beep),
-    Task("sound_order", "audio-visual", ("before", "after"), _sound_order),
-    Task("av_match", "audio-visual", ("yes", "no"), _av_match),
+    Task(
+        "colour_at",
+        "visual",
+        tuple(COLOURS),
+        tuple(f"What colour is the shape at second {s}?" for s in range(round(DURATION))),
+        _colour_at,
+    ),
+    Task("colour_end", "visual", tuple(COLOURS), ("What colour is the shape at the end?",), _colour_end),
+    Task("shape", "visual", SHAPES, ("Which shape is shown?",), _shape),
+    Task("beep_count", "audio", _COUNTS, ("How many beeps do you hear?",), _beep_count),
+    Task("pitch", "audio", ("high", "low"), ("Is the beep high or low?",), _pitch),
+    Task(
+        "colour_at_beep",
+        "audio-visual",
+        tuple(COLOURS),
+        ("What colour is the shape when the beep sounds?",),
+        _colour_at_beep,
+    ),
+    Task(
+        "sound_order",
+        "audio-visual",
+        ("before", "after"),
+        ("Did the beep come before or after the colour changed?",),
+        _sound_order,
+    ),
+    Task("av_match", "audio-visual", ("yes", "no"), ("Does the sound match the video?",), _av_match),
 )
 
 
