@@ -24,6 +24,7 @@ from typing import Any
 
 from transformers.generation.streamers import BaseStreamer
 
+from . import evaluate as evaluate_command
 from .aveb import command as aveb_command
 
 __all__ = ["GenerationProgress", "build_parser", "main"]
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, help="save the trained tiny model, its processor and the clip here")
     demo.set_defaults(func=_cmd_demo)
     aveb_command.add_parser(sub)
+    evaluate_command.add_parser(sub)
     return parser
 
 
@@ -157,7 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # user mistakes: files, directories, checkpoints, arguments
         if debug:
             raise
-        prog = f"favor {command}" if command in ("generate", "convert", "info", "demo", "aveb") else "favor"
+        prog = (
+            f"favor {command}"
+            if command in ("generate", "convert", "info", "demo", "aveb", "evaluate")
+            else "favor"
+        )
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
 
