@@ -11,18 +11,16 @@ of FAVOR's 2 fps sampling; beeps are 0.1 s tone bursts (500 Hz "low" or 2 kHz "h
 
 Tasks (`TASKS`; each example has one, in its ``task`` field; answers are single words, scored by exact match):
 
-==================  ============  ====================================================  ==========================
-task                needs         question                                              answers
-==================  ============  ====================================================  ==========================
-``colour_at``       picture       What colour is the shape at second N? (N = 0..3)      red green blue yellow
-``colour_end``      picture       What colour is the shape at the end?                  red green blue yellow
-``shape``           picture       Which shape is shown?                                 square circle triangle
-``beep_count``      sound         How many beeps do you hear?                           one two three four
-``pitch``           sound         Is the beep high or low?                              high low
-``colour_at_beep``  both, in time What colour is the shape when the beep sounds?        red green blue yellow
-``sound_order``     both, in time Did the beep come before or after the colour changed? before after
-``av_match``        both, in time Does the sound match the video?                       yes no
-==================  ============  ====================================================  ==========================
+| task | needs | question | answers |
+|---|---|---|---|
+| ``colour_at`` | picture | What colour is the shape at second N? (N = 0..3) | red green blue yellow |
+| ``colour_end`` | picture | What colour is the shape at the end? | red green blue yellow |
+| ``shape`` | picture | Which shape is shown? | square circle triangle |
+| ``beep_count`` | sound | How many beeps do you hear? | one two three four |
+| ``pitch`` | sound | Is the beep high or low? | high low |
+| ``colour_at_beep`` | both, in time | What colour is the shape when the beep sounds? | red green blue yellow |
+| ``sound_order`` | both, in time | Did the beep come before or after the colour changed? | before after |
+| ``av_match`` | both, in time | Does the sound match the video? | yes no |
 
 "At second N" means the instant N s (the frame that starts there). Single-stream tasks carry distractors in the
 other stream (beeps at random times for visual questions, colour changes at random times for audio questions).
@@ -46,10 +44,10 @@ not a multiple; `majority_baselines` measures it on a generated file.
 Usage::
 
     from favor_llm.aveb import generate, generate_splits
-    generate_splits("aveb", seed=0, train=2000, val=200, test=400)   # aveb/{train,val,test}.jsonl + clips
-    generate("aveb", split="test", num_examples=400, seed=1)          # one split
+    generate_splits("aveb", seed=0, train=1920, val=192, test=384)   # aveb/{train,val,test}.jsonl + clips
+    generate("aveb", split="test", num_examples=384, seed=1)          # one split
 
-or ``favor aveb generate OUT --seed 0 --train 2000 --val 200 --test 400``. `tokenizer` builds the word-level
+or ``favor aveb generate OUT --seed 0 --train 1920 --val 192 --test 384``. `tokenizer` builds the word-level
 tokenizer of the benchmark's vocabulary.
 """
 

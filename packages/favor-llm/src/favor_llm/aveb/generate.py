@@ -32,8 +32,9 @@ from .tasks import DURATION, TASKS, Task
 
 __all__ = ["DEFAULT_SPLITS", "META_SUFFIX", "generate", "generate_splits", "select_tasks", "split_code"]
 
-#: Examples per split written by `generate_splits` when not told otherwise.
-DEFAULT_SPLITS: dict[str, int] = {"train": 2000, "val": 200, "test": 400}
+#: Examples per split written by `generate_splits` when not told otherwise: multiples of 96 = 8 tasks x 12 (the
+#: least common multiple of the answer counts), so every task and answer is dealt equally often.
+DEFAULT_SPLITS: dict[str, int] = {"train": 1920, "val": 192, "test": 384}
 #: The ground-truth sidecar of ``<split>.jsonl``.
 META_SUFFIX = ".meta.jsonl"
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
