@@ -34,7 +34,9 @@ import torch
 
 from .dataset import DEFAULT_TASK, FavorDataset
 
-__all__ = ["add_parser", "evaluate", "format_table", "normalize", "run"]
+__all__ = ["add_parser", "evaluate", "format_table", "normalize", "run", "score"]
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def normalize(text: str) -> str:
@@ -179,6 +181,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=_positive, default=8, help="questions per generation batch (8)")
     parser.add_argument("--max-new-tokens", type=_positive, default=16, help="longest answer in tokens (16)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--dtype", default="auto", choices=_DTYPES, help="auto: float32 on CPU, bfloat16 (or float16) on GPU"
+    )
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
     return parser
@@ -202,9 +207,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device: {device} requested but CUDA is not available")
+    dtype = args.dtype
+    if dtype == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        dtype = "float32" if device.type != "cuda" else ("bfloat16" if bf16 else "float16")
     dataset = FavorDataset(args.data)  # checks every line before the model loads
     processor = FavorProcessor.from_pretrained(args.model)
-    model = FavorModel.from_pretrained(args.model).to(device)
+    # from_pretrained keeps the causal Q-Former in float32 (FavorModel._keep_in_fp32_modules) when casting
+    model = FavorModel.from_pretrained(args.model, dtype=None if dtype == "float32" else dtype).to(device)
     results = evaluate(
         model, processor, dataset, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
     )
