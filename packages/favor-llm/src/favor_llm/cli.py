@@ -24,6 +24,9 @@ from typing import Any
 
 from .progress import GenerationProgress
 
+from . import evaluate as evaluate_command
+from .aveb import command as aveb_command
+
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
 EXIT_USAGE = 2
@@ -102,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, help="save the trained tiny model, its processor and the clip here")
     demo.set_defaults(func=_cmd_demo)
+    aveb_command.add_parser(sub)
+    evaluate_command.add_parser(sub)
     return parser
 
 
@@ -132,7 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # user mistakes: files, directories, checkpoints, arguments
         if debug:
             raise
-        prog = f"favor {command}" if command in ("generate", "convert", "info", "demo") else "favor"
+        prog = (
+            f"favor {command}"
+            if command in ("generate", "convert", "info", "demo", "aveb", "evaluate")
+            else "favor"
+        )
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
 
