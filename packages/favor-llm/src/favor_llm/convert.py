@@ -239,7 +239,14 @@ def convert_released_state_dict(
     qformer_failed = not qformer_part
     if qformer_part:
         try:
-            qformer = CausalQFormer.from_favor_official(qformer_part, qformer_config)
+            # Only the tensors are kept here (the config's quirks are set by `convert_released_checkpoint`), so
+            # the config's values are passed as keywords: from_favor_official would otherwise warn that they differ.
+            qformer = CausalQFormer.from_favor_official(
+                qformer_part,
+                qformer_config,
+                causal_attends_window_padding=qformer_config.causal_attends_window_padding,
+                input_layer_norm_eps=qformer_config.input_layer_norm_eps,
+            )
         except ValueError as err:
             problems.append(f"Q-Former: {_qformer_mismatch(qformer_part, qformer_config, err)}")
             qformer_failed = True
