@@ -32,7 +32,7 @@ import torch
 
 from common import Row, count_flops, format_table, machine, ms, paired_seconds
 from favor_qformer import CausalQFormer, CausalQFormerConfig
-from favor_qformer.backends import BACKENDS, AttentionInputs, xformers_failure
+from favor_qformer.backends import AUTO_FLEX_MIN_FLOPS, BACKENDS, AttentionInputs, xformers_failure
 from favor_qformer.masks import BlockCausalPattern
 
 FPS = 2.0
@@ -246,6 +246,28 @@ def attention_rows(args) -> list[Row]:
                     (ratio >= target) if target else None,
                 )
             )
+    # Where "auto" switches to flex (AUTO_FLEX_MIN_FLOPS): flex vs masked SDPA on small calls.
+    for batch, heads, frames, tokens, head_dim in ((1, 12, 10, 32, 128), (2, 4, 10, 8, 24), (2, 2, 3, 2, 6)):
+        pattern = BlockCausalPattern(frames, tokens, "future")
+        q, k, v = (torch.randn(batch, heads, pattern.length, head_dim) for _ in "qkv")
+        inputs = AttentionInputs(q, k, v, mask=pattern.dense(), pattern=pattern)
+        times = paired_seconds(
+            {
+                "flex": lambda inputs=inputs: BACKENDS["flex"](inputs),
+                "sdpa masked": lambda inputs=inputs: BACKENDS["sdpa"](inputs),
+            },
+            10 * args.repeats,
+        )
+        rows.append(
+            Row(
+                f"auto's flex threshold: flex vs SDPA masked on a small call {batch} x {heads} x {pattern.length} x "
+                f"{head_dim} ({inputs.flops / 1e6:.1f} MFLOP dense; auto uses flex from "
+                f"{AUTO_FLEX_MIN_FLOPS / 1e6:.0f})",
+                ms(times["flex"]),
+                ms(times["sdpa masked"]),
+                times.ratio("sdpa masked", "flex"),
+            )
+        )
     return rows
 
 
