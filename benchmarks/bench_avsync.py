@@ -69,7 +69,7 @@ def rows(
             f"{video / tim:,.0f} s of video per second",
             ms(tim),
             ms(rel),
-            rel / tim,
+            statistics.median(r / t for r, t in zip(times["released"], times["time"], strict=True)),
         )
     ]
     out.append(_load_media_row(clip_seconds, max(2, repeats // 4)))

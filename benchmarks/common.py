@@ -1,7 +1,8 @@
 """Shared parts of the benchmarks: interleaved timing, FLOP counting, and the one table every script adds rows to.
 
 Every speed figure is a ratio of two things timed alternately in the same process (rounds of one call each), so
-load from other processes on a shared machine hits both alike; the median of the rounds is reported.
+load from other processes on a shared machine hits both alike: the ratio is the median over rounds of the
+per-round ratio, the times shown are medians.
 """
 
 from __future__ import annotations
@@ -16,8 +17,22 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def paired_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each callable, timed in interleaved rounds after ``warmup`` untimed rounds."""
+class Timings(dict):
+    """Median seconds per callable (``timings[name]``), and each round's times for paired ratios."""
+
+    def __init__(self, rounds: dict[str, list[float]]) -> None:
+        super().__init__({name: statistics.median(ts) for name, ts in rounds.items()})
+        self.rounds = rounds
+
+    def ratio(self, numerator: str, denominator: str) -> float:
+        """Median over rounds of ``numerator`` time / ``denominator`` time: both were timed back to back in each
+        round, so load that drifts between rounds cancels (more robust than a ratio of medians)."""
+        pairs = zip(self.rounds[numerator], self.rounds[denominator], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
+
+def paired_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Timings:
+    """Seconds of each callable, timed in interleaved rounds after ``warmup`` untimed rounds."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -27,7 +42,7 @@ def paired_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return Timings(times)
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -114,10 +114,33 @@ def test_shared_tokens_project_each_frame_once():
     naive = counter.get_total_flops()
     config = model.config
     length, width, hidden = config.tokens_per_window, config.encoder_hidden_size, config.hidden_size
-    # Per key/value projection: Nw * L token rows (naive) against (M + 1) * N frame rows + the L-row position table.
-    rows_saved = plan.num_real * length - (20 + 1) * config.tokens_per_frame - length
+    # Per key/value projection: Nw * L token rows (naive) against M * N frame rows + the L-row position table
+    # (no window is partial here, so no padding frame row).
+    assert all(r == config.window_size for r in plan.real_frames)
+    rows_saved = plan.num_real * length - 20 * config.tokens_per_frame - length
     projections = 2 * sum(config.has_cross_attention(i) for i in range(config.num_layers))
     assert naive - shared == projections * 2 * rows_saved * width * hidden
 
     tokens = SharedFrameTokens(torch.randn(3, 2, 4), torch.tensor([[0, 1], [1, 2]]), torch.randn(4, 4))
     assert tokens.shape == (2, 4, 4) and tokens.dim() == 3
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_overlap_reuse_gradients_equal_naive(checkpointing):
+    """Training through the shared path (also with gradient checkpointing) gives the naive path's gradients."""
+    torch.manual_seed(0)
+    model = tiny_model(window_size=4, window_stride=2, gradient_checkpointing=checkpointing).train()
+    naive = CausalQFormer(CausalQFormerConfig(**{**model.config.to_dict(), "window_stride": 4})).train()
+    naive.load_state_dict(model.state_dict())
+    features = torch.randn(2, 9, 2, 12)
+    lengths = [9, 6]
+    frame_mask = torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]
+    model(features, frame_mask).tokens.square().sum().backward()
+    plan = plan_windows(lengths, 4, 2)
+    clips = torch.zeros(plan.num_real, 4, 2, 12)
+    for w, (b, start, length) in enumerate(zip(plan.batch_index, plan.start, plan.real_frames, strict=True)):
+        clips[w, :length] = features[b, start : start + length]
+    clip_mask = torch.arange(4)[None, :] < torch.tensor(plan.real_frames)[:, None]
+    naive(clips, clip_mask).tokens.square().sum().backward()
+    for (name, got), want in zip(model.named_parameters(), naive.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -193,6 +193,8 @@ class CausalQFormer(nn.Module):
             x = share_frames(
                 features, lengths, plan.start, plan.batch_index, frame_valid, self.input_layernorm, position
             )
+            if any(layer.causal_attention is not None for layer in self.layers):
+                x = x.with_tokens()  # the causal modules' residual, built once for all layers
         else:
             windows, frame_valid = gather_windows(
                 features, plan, config.window_size, config.window_stride

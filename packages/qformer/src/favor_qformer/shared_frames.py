@@ -17,6 +17,7 @@ L = F * N tokens per window.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -29,15 +30,17 @@ class SharedFrameTokens:
     """Window tokens ``x[w, f * N + n] = frames[index[w, f], n] + position[f * N + n]``.
 
     Attributes:
-        frames: (M + 1, N, D) the batch's real frames after the input LayerNorm; the last row is a padding frame
-            (zeros through the LayerNorm, as padding frames enter the naive path).
-        index: (Nw, F) long, the row of ``frames`` at each frame of each window (``M`` on padding frames).
+        frames: (M, N, D) the batch's real frames after the input LayerNorm, plus, when some window is partial, one
+            padding frame as the last row (zeros through the LayerNorm, as padding frames enter the naive path).
+        index: (Nw, F) long, the row of ``frames`` at each frame of each window (the padding row on padding frames).
         position: (L, D) window-local position embedding, or ``None``.
+        tokens: (Nw, L, D) the materialised window tokens when built ahead (``with_tokens``), else ``None``.
     """
 
     frames: torch.Tensor
     index: torch.Tensor
     position: torch.Tensor | None
+    tokens: torch.Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -55,19 +58,27 @@ class SharedFrameTokens:
 
     def materialise(self) -> torch.Tensor:
         """The window tokens as one tensor, (Nw, L, D) (for residuals and outputs)."""
-        x = self._gather(self.frames)
-        return x if self.position is None else x + self.position
+        if self.tokens is not None:
+            return self.tokens
+        x = self._gather(self.frames)  # a fresh tensor (advanced indexing copies), so adding in place is safe
+        return x if self.position is None else x.add_(self.position)
+
+    def with_tokens(self) -> SharedFrameTokens:
+        """A copy that carries ``materialise()``'s tensor, built once here for every layer that needs it (the
+        causal module's residual). Built ahead rather than cached lazily, so gradient checkpointing's recomputation
+        of a layer sees the same tensors as its first run."""
+        return dataclasses.replace(self, tokens=self.materialise())
 
     def project(self, linear: nn.Linear) -> torch.Tensor:
         """``linear`` applied to every window token, (Nw, L, out), with each frame projected once."""
-        per_frame = nn.functional.linear(self.frames, linear.weight)  # (M + 1, N, out)
+        per_frame = nn.functional.linear(self.frames, linear.weight)  # (M (+ 1), N, out)
         table = (
             linear.bias
             if self.position is None
             else nn.functional.linear(self.position, linear.weight, linear.bias)
         )
-        out = self._gather(per_frame)
-        return out if table is None else out + table  # table: (L, out) or (out,)
+        out = self._gather(per_frame)  # a fresh tensor (advanced indexing copies), so adding in place is safe
+        return out if table is None else out.add_(table)  # table: (L, out) or (out,)
 
 
 def project(linear: nn.Linear, x: torch.Tensor | SharedFrameTokens) -> torch.Tensor:
@@ -100,14 +111,20 @@ def share_frames(
         layernorm: The input LayerNorm, or ``None``.
         position: (L, D) window-local position embedding, or ``None``.
     """
-    real = torch.cat([features[b, :length] for b, length in enumerate(lengths)])  # (M, N, D)
-    frames = torch.cat([real, real.new_zeros(1, *real.shape[1:])])  # (M + 1, N, D): last = padding frame
-    if layernorm is not None:
-        frames = layernorm(frames)
-    first_row = torch.tensor([0, *lengths[:-1]], device=features.device).cumsum(
-        0
-    )  # (B,) row of each video's frame 0
+    batch, length = features.shape[:2]
+    if all(n == length for n in lengths):  # no padded videos: the frames as they are (a view, no copy)
+        real = features.reshape(batch * length, *features.shape[2:])  # (M, N, D)
+        first = [b * length for b in range(batch)]
+    else:
+        real = torch.cat([features[b, :n] for b, n in enumerate(lengths)])  # (M, N, D)
+        first = [sum(lengths[:b]) for b in range(batch)]
+    partial = not bool(frame_valid.all())
+    if partial:  # one padding frame as the last row, for the padding frames of partial windows
+        real = torch.cat([real, real.new_zeros(1, *real.shape[1:])])  # (M + 1, N, D)
+    frames = real if layernorm is None else layernorm(real)
     offsets = torch.arange(frame_valid.shape[1], device=features.device)
+    first_row = torch.tensor(first, device=features.device)  # (B,) row of each video's frame 0
     rows = first_row[window_video][:, None] + window_start[:, None] + offsets[None, :]  # (Nw, F)
-    index = torch.where(frame_valid, rows, torch.full_like(rows, real.shape[0]))
-    return SharedFrameTokens(frames, index, position)
+    if partial:
+        rows = torch.where(frame_valid, rows, torch.full_like(rows, real.shape[0] - 1))
+    return SharedFrameTokens(frames, rows, position)

@@ -137,8 +137,9 @@ def gather_windows(
     frames = (plan.start[:, None] + offsets[None, :]).clamp(max=features.shape[1] - 1)  # (Nw, F)
     windows = features[plan.batch_index[:, None], frames]  # (Nw, F, N, D)
     if not full:
-        # where(), not a multiplication: padding frames may hold anything (even NaN) and must become exact zeros.
-        windows = torch.where(frame_valid[:, :, None, None], windows, windows.new_zeros(()))
+        # Assignment, not a multiplication: padding frames may hold anything (even NaN) and must become exact
+        # zeros. In place on the fresh gathered copy, touching only the padding frames (not a pass over all).
+        windows[~frame_valid] = 0
     return windows, frame_valid
 
 

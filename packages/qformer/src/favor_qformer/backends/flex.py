@@ -90,7 +90,7 @@ def flex_failure(device: torch.device, dtype: torch.dtype) -> str | None:
             probe = torch.zeros(1, 1, 32, 16, device=device, dtype=dtype)
             pattern = BlockCausalPattern(2, 16, "future")
             with torch.no_grad():
-                _kernel()(probe, probe, probe, block_mask=_block_mask(pattern, device, 16))
+                _kernel()(probe, probe, probe, block_mask=_block_mask(pattern, device, 16, 1))
             _PROBES[key] = None
         except Exception as error:  # no C++ compiler / Triton, unsupported device, ...
             text = str(error).strip().splitlines()
@@ -104,30 +104,53 @@ def flex_failure(device: torch.device, dtype: torch.dtype) -> str | None:
 def reset_flex_probe_cache() -> None:
     """Forget the kernel probes and cached block masks."""
     _PROBES.clear()
-    _shared_block_mask.cache_clear()
+    _length_table.cache_clear()
 
 
-def _block_mask(pattern: BlockCausalPattern, device: torch.device, block: int) -> object:
-    """A ``BlockMask`` of ``pattern`` broadcast over rows: ``pattern.real_frames`` is ``None`` or one length."""
-    ops = _flex_ops()
-    assert not isinstance(ops, str)
-    real_tokens = pattern.real_tokens(device)  # (1,): every row of this call has that many real tokens
-    if (
-        real_tokens is None
-    ):  # full rows: the same rule with L real tokens, so full and partial masks share one
-        real_tokens = torch.tensor([pattern.length], device=device)  # compiled kernel (no recompilation)
+def _mask_mod(tokens_per_frame: int, direction: str, real_tokens: torch.Tensor):
+    """The rule of ``BlockCausalPattern.allowed`` as a FlexAttention ``mask_mod``; ``real_tokens``: (B,) long."""
+    rule = BlockCausalPattern(1, tokens_per_frame, direction)  # only the frame size and direction are read
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return pattern.allowed(torch.zeros_like(b), q_idx, kv_idx, real_tokens)
+        return rule.allowed(b, q_idx, kv_idx, real_tokens)
 
-    length = pattern.length
-    return ops[1](mask_mod, None, None, length, length, device=device, BLOCK_SIZE=block)
+    return mask_mod
 
 
-@functools.lru_cache(maxsize=64)
-def _shared_block_mask(pattern: BlockCausalPattern, device: torch.device, block: int) -> object:
-    """``_block_mask``, built once per (pattern, device, block): all rows with the same real length share it."""
-    return _block_mask(pattern, device, block)
+@functools.lru_cache(maxsize=16)
+def _length_table(num_frames: int, tokens_per_frame: int, direction: str, device: torch.device, block: int):
+    """A ``BlockMask`` with one row per real length: row ``r - 1`` is a window with ``r`` real frames (row F - 1: a
+    full window). Built once; a batch's mask is its rows picked by each window's length (no per-call building)."""
+    ops = _flex_ops()
+    assert not isinstance(ops, str)
+    real = torch.arange(1, num_frames + 1, device=device) * tokens_per_frame  # (F,)
+    length = num_frames * tokens_per_frame
+    mask_mod = _mask_mod(tokens_per_frame, direction, real)
+    return ops[1](mask_mod, num_frames, None, length, length, device=device, BLOCK_SIZE=block)
+
+
+def _block_mask(pattern: BlockCausalPattern, device: torch.device, block: int, rows: int) -> object:
+    """The ``BlockMask`` of ``pattern`` for ``rows`` windows.
+
+    Full batches take the same path (every row picks the full-window row), so one compiled kernel serves all.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    frames, tokens = pattern.num_frames, pattern.tokens_per_frame
+    table = _length_table(frames, tokens, pattern.direction, device, block)
+    real_frames = pattern.real_frames if pattern.real_frames is not None else (frames,) * rows
+    # A row with 0 real frames has only padding queries: its rule is the plain block pattern (the full row's).
+    lengths = torch.tensor([r if 0 < r <= frames else frames for r in real_frames], device=device)
+    picked = lengths - 1  # (B,) rows of the table
+    return BlockMask.from_kv_blocks(
+        table.kv_num_blocks[picked],
+        table.kv_indices[picked],
+        table.full_kv_num_blocks[picked],
+        table.full_kv_indices[picked],
+        BLOCK_SIZE=block,
+        mask_mod=_mask_mod(tokens, pattern.direction, lengths * tokens),
+        seq_lengths=(pattern.length, pattern.length),
+    )
 
 
 class FlexBackend:
@@ -167,24 +190,5 @@ class FlexBackend:
         device = q.device
         block = block_tokens(pattern.tokens_per_frame, device.type)
         kernel = _kernel()
-        if pattern.real_frames is None:
-            return kernel(q, k, v, block_mask=_shared_block_mask(pattern, device, block))
-        # Rows are grouped by real length (in a batch of windows almost all are full; only a video's last window
-        # is partial), and each group uses one cached mask: no per-call mask building, one kernel call per group.
-        out = torch.empty_like(q)
-        groups: dict[int, list[int]] = {}
-        for row, real in enumerate(pattern.real_frames):
-            groups.setdefault(min(real, pattern.num_frames), []).append(row)
-        for real, members in groups.items():
-            group = BlockCausalPattern(
-                pattern.num_frames,
-                pattern.tokens_per_frame,
-                pattern.direction,
-                None if real == pattern.num_frames else (real,),
-            )
-            block_mask = _shared_block_mask(group, device, block)
-            if len(members) == len(pattern.real_frames):
-                return kernel(q, k, v, block_mask=block_mask)
-            rows = torch.tensor(members, device=device)
-            out[rows] = kernel(q[rows], k[rows], v[rows], block_mask=block_mask)
-        return out
+        # One kernel call for the whole batch: full and partial windows pick their rows of a cached table.
+        return kernel(q, k, v, block_mask=_block_mask(pattern, device, block, q.shape[0]))
