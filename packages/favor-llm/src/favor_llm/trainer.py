@@ -1,0 +1,557 @@
+"""Training FAVOR on question/answer data with transformers' `Trainer` (the recipe behind ``favor train``).
+
+    config = TrainConfig.from_yaml("train.yaml", overrides={"max_steps": 200})
+    result = run_training(config)        # checkpoints in config.output_dir, metrics.csv beside them
+
+What the recipe adds to a plain `Trainer`:
+
+- the model: a named recipe (`favor_llm.recipes`, e.g. ``aveb-tiny``, frozen parts written once to
+  ``output_dir/frozen`` so every checkpoint is a small delta that `FavorModel.from_pretrained` loads) or an existing
+  FAVOR checkpoint to fine-tune;
+- the data: JSON Lines ``{"media", "question", "answer", "task"}`` (media paths relative to the file), batched by
+  `FavorCollator` (the processor, or the frozen-feature cache);
+- the loss: ``CE(answer) + diversity_loss_weight x diversity_loss`` from `FavorModel`; the answer cross-entropy and
+  the diversity loss are logged separately;
+- evaluation: the validation loss and the teacher-forced exact-match accuracy per task. An answer counts as
+  correct when the argmax at every answer position (its words and the end-of-sequence token) is the target, which
+  is exactly when greedy generation reproduces the answer token for token, at the cost of one forward pass;
+- checkpoints through `FavorModel.save_pretrained` (trainable weights + LoRA adapter + processor), resumed from
+  the last one in ``output_dir`` by default;
+- logs: tqdm, ``metrics.csv`` (`CSVLogger`: step, epoch, name, value) and TensorBoard when it is installed;
+- mixed precision: bf16 on GPUs that have it, fp16 on other GPUs, float32 on CPU (``mixed_precision: auto``).
+
+Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the same command trains with DDP; the batch size
+is per process, so the global batch is ``N x per_device_train_batch_size x gradient_accumulation_steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .modeling import FavorModel
+from .processing import FavorProcessor
+
+__all__ = [
+    "CSVLogger",
+    "FavorCollator",
+    "FavorTrainer",
+    "TrainConfig",
+    "TrainResult",
+    "answer_correct",
+    "build_trainer",
+    "load_examples",
+    "run_training",
+]
+
+METRICS_FILE = "metrics.csv"
+FROZEN_DIR = "frozen"
+FINAL_DIR = "final"
+_MIXED = ("auto", "no", "bf16", "fp16")
+
+
+# --------------------------------------------------------------------------------------------------- config
+@dataclass
+class TrainConfig:
+    """Everything ``favor train`` needs; a YAML file holds these keys (unknown keys are errors).
+
+    Attributes:
+        output_dir: checkpoints, ``metrics.csv``, ``final/`` (the trained model + processor).
+        train_file: training JSON Lines.
+        validation_file: JSON Lines evaluated every ``eval_steps`` (optional).
+        test_file: JSON Lines evaluated once at the end, per task (optional).
+        model: a recipe name (``aveb-tiny``) or a FAVOR checkpoint directory to fine-tune.
+        model_overrides: `FavorConfig` fields changed in the recipe (e.g. ``{"diversity_loss_weight": 0.0}``).
+        tokenizer: for a recipe: ``aveb`` (the benchmark's word-level tokenizer), ``words`` (a word-level
+            tokenizer of the training file's words) or a tokenizer directory.
+        seed: seeds the model's weights, the data order and dropout.
+        max_steps: optimiser steps (> 0), or -1 to train ``num_train_epochs``.
+        num_train_epochs: epochs when ``max_steps`` is -1.
+        per_device_train_batch_size, per_device_eval_batch_size: examples per process and step.
+        gradient_accumulation_steps: micro-batches per optimiser step.
+        learning_rate, weight_decay: AdamW.
+        warmup_ratio: linear warmup over this fraction of the steps, then ``lr_scheduler_type`` (cosine) decay.
+        mixed_precision: ``auto`` (bf16 / fp16 on a GPU, fp32 on CPU), ``no``, ``bf16``, ``fp16``.
+        gradient_checkpointing: recompute the Q-Former's and the LLM's activations in the backward pass.
+        eval_steps, save_steps, logging_steps: every how many steps (0 = never; eval needs a validation file).
+        save_total_limit: checkpoints kept.
+        resume: ``auto`` (from the last checkpoint in ``output_dir`` when there is one), ``never``, or a path.
+        feature_cache: directory of the frozen-encoder feature cache, or ``off``.
+        threads: torch CPU threads (``None``: torch's default).
+        dataloader_num_workers: processes that decode media for the loader (0: the main process).
+    """
+
+    output_dir: str
+    train_file: str
+    validation_file: str | None = None
+    test_file: str | None = None
+    model: str = "aveb-tiny"
+    model_overrides: dict = field(default_factory=dict)
+    tokenizer: str = "aveb"
+    seed: int = 0
+    max_steps: int = -1
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    lr_scheduler_type: str = "cosine"
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    eval_steps: int = 100
+    save_steps: int = 100
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    resume: str = "auto"
+    feature_cache: str = "off"
+    threads: int | None = None
+    dataloader_num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in _MIXED:
+            raise ValueError(f"mixed_precision: expected one of {_MIXED}, got {self.mixed_precision!r}")
+        positive = (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        for name in ("eval_steps", "save_steps", "logging_steps", "dataloader_num_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps: expected > 0 or -1 (train num_train_epochs), got {self.max_steps}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate: expected > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio: expected a value in [0, 1), got {self.warmup_ratio}")
+        if not isinstance(self.model_overrides, dict):
+            raise ValueError(
+                f"model_overrides: expected a mapping, got {type(self.model_overrides).__name__}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A config from a dict; unknown or missing keys are a `ValueError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        missing = [n for n in ("output_dir", "train_file") if data.get(n) in (None, "")]
+        if missing:
+            raise ValueError(f"{source}: missing required setting(s) {missing}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Read a YAML file of settings; ``overrides`` (e.g. from command-line flags) win. Relative file paths in
+        the YAML are taken relative to the YAML file's folder."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config: no such file {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config: {path} is not valid YAML ({' '.join(str(err).split())})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config: {path} must hold a mapping of settings, got {type(data).__name__}")
+        for key in ("output_dir", "train_file", "validation_file", "test_file", "feature_cache"):
+            value = data.get(key)
+            if isinstance(value, str) and value != "off" and not Path(value).is_absolute():
+                data[key] = str(path.parent / value)
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------- data
+def load_examples(path: str | Path) -> list[dict[str, Any]]:
+    """JSON Lines ``{"media", "question", "answer", "task"?}`` -> collator examples ``{"text", "media",
+    "answer", "task"}`` (media paths resolved against the file's folder). Every line is checked before training
+    starts; a bad one is a `ValueError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data: no such file {path}")
+    examples = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
+            for key in ("question", "answer"):
+                if not isinstance(row.get(key), str) or not row[key].strip():
+                    raise ValueError(f"{where}: '{key}' must be a non-empty string, got {row.get(key)!r}")
+            media = row.get("media")
+            if media is not None:
+                if not isinstance(media, str):
+                    raise ValueError(f"{where}: 'media' must be a path string, got {type(media).__name__}")
+                media_path = Path(media) if Path(media).is_absolute() else path.parent / media
+                if not media_path.is_file():
+                    raise ValueError(f"{where}: media file {media_path} does not exist")
+                media = str(media_path)
+            task = row.get("task") or "all"
+            examples.append(
+                {"text": row["question"], "media": media, "answer": row["answer"], "task": str(task)}
+            )
+    if not examples:
+        raise ValueError(f"data: {path} holds no examples")
+    return examples
+
+
+class FavorCollator:
+    """Examples -> a training batch: the processor's tensors plus ``task_ids (B,)`` (index into ``tasks``).
+
+    Args:
+        processor: turns questions, media and answers into model inputs.
+        tasks: the task names evaluated (their order gives the ids; unknown tasks get -1).
+        features: a `favor_llm.feature_cache.FeatureCache` to read frozen-encoder features from instead of
+            decoding media (``None``: decode every time).
+    """
+
+    def __init__(self, processor: FavorProcessor, tasks: Sequence[str] = (), features: Any = None) -> None:
+        self.processor = processor
+        self.tasks = list(tasks)
+        self.features = features
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.features is not None:
+            batch = dict(self.features.collate(examples))
+        else:
+            batch = dict(
+                self.processor.collate([{k: ex[k] for k in ("text", "media", "answer")} for ex in examples])
+            )
+        index = {t: i for i, t in enumerate(self.tasks)}
+        batch["task_ids"] = torch.tensor([index.get(ex.get("task", "all"), -1) for ex in examples])
+        return batch
+
+
+def answer_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: every answer position (label != -100) has its target as the argmax of the previous
+    position's logits (``logits (B, L, V)``, ``labels (B, L)``), i.e. greedy decoding reproduces the answer."""
+    predicted = logits[:, :-1].argmax(-1)
+    target = labels[:, 1:].to(predicted.device)
+    return ((predicted == target) | (target == -100)).all(dim=-1)
+
+
+# -------------------------------------------------------------------------------------------------- logging
+class CSVLogger(TrainerCallback):
+    """Appends every logged value to ``output_dir/metrics.csv`` as rows ``step, epoch, name, value`` (main
+    process only; a resumed run appends to the same file)."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+
+    def on_log(
+        self, args: TrainingArguments, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
+    ):
+        if not state.is_world_process_zero or not logs:
+            return
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["step", "epoch", "name", "value"])
+            for name, value in logs.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.writerow([state.global_step, f"{state.epoch or 0:.4f}", name, value])
+
+
+# -------------------------------------------------------------------------------------------------- trainer
+class FavorTrainer(Trainer):
+    """`Trainer` with FAVOR's logging (answer CE and diversity loss apart), per-task answer accuracy in
+    evaluation, and delta checkpoints (`FavorModel.save_pretrained`) that it resumes from."""
+
+    def __init__(self, *args: Any, tasks: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tasks = list(tasks)
+        self._parts = {"lm_loss": 0.0, "diversity_loss": 0.0, "count": 0}
+
+    def compute_loss(
+        self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None
+    ):
+        inputs = {k: v for k, v in inputs.items() if k != "task_ids"}
+        outputs = model(**inputs)
+        if model.training:
+            self._parts["lm_loss"] += float(outputs.lm_loss.detach())
+            self._parts["diversity_loss"] += float(outputs.diversity_loss.detach())
+            self._parts["count"] += 1
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        count = self._parts["count"]
+        if "loss" in logs and count:
+            logs["lm_loss"] = round(self._parts["lm_loss"] / count, 6)
+            logs["diversity_loss"] = round(self._parts["diversity_loss"] / count, 6)
+            self._parts = {"lm_loss": 0.0, "diversity_loss": 0.0, "count": 0}
+        super().log(logs, start_time)
+
+    def prediction_step(
+        self, model: Any, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Loss, ``(B,)`` answer correctness (1.0 / 0.0) and ``(B,)`` task ids (the metric's "labels")."""
+        inputs = self._prepare_inputs(inputs)
+        task_ids = inputs.pop("task_ids")
+        with torch.no_grad():
+            outputs = model(**inputs)
+        correct = answer_correct(outputs.logits, inputs["labels"]).float()
+        return outputs.loss.detach(), correct, task_ids
+
+    def compute_answer_metrics(self, prediction: Any) -> dict[str, float]:
+        """``accuracy`` overall and ``accuracy_<task>`` per task, from `prediction_step`'s outputs."""
+        correct = torch.as_tensor(prediction.predictions).float().reshape(-1)
+        task_ids = torch.as_tensor(prediction.label_ids).long().reshape(-1)
+        metrics = {"accuracy": float(correct.mean()) if correct.numel() else math.nan}
+        for i, task in enumerate(self.tasks):
+            chosen = correct[task_ids == i]
+            if chosen.numel():
+                metrics[f"accuracy_{task}"] = float(chosen.mean())
+        return metrics
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Restore the trainable weights and the LoRA adapter saved by `_save` (strict: every key must match)."""
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        from .checkpoint import ADAPTER_DIR, resolve_checkpoint_files
+
+        model = self.accelerator.unwrap_model(model or self.model)
+        root = Path(resume_from_checkpoint)
+        trainable: dict[str, torch.Tensor] = {}
+        for file in resolve_checkpoint_files(root):
+            trainable.update(load_file(str(file)))
+        names = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+        if set(trainable) != names:
+            raise ValueError(
+                f"resume: {root} does not match the model: missing {sorted(names - set(trainable))[:5]}, "
+                f"unexpected {sorted(set(trainable) - names)[:5]}"
+            )
+        model.load_state_dict(trainable, strict=False)
+        if model.config.use_lora:
+            adapter = load_file(str(root / ADAPTER_DIR / "adapter_model.safetensors"))
+            if set(adapter) != set(get_peft_model_state_dict(model.language_model)):
+                raise ValueError(f"resume: the LoRA adapter in {root} does not match the model")
+            set_peft_model_state_dict(model.language_model, adapter)
+
+
+# ---------------------------------------------------------------------------------------------------- build
+def _tokenizer(config: TrainConfig, examples: list[dict[str, Any]]) -> Any:
+    from .recipes import word_tokenizer
+
+    if config.tokenizer == "aveb":
+        from .aveb import tokenizer as aveb_tokenizer
+
+        return aveb_tokenizer()
+    if config.tokenizer == "words":
+        return word_tokenizer([ex["text"] + " " + ex["answer"] for ex in examples])
+    from transformers import AutoTokenizer
+
+    if not Path(config.tokenizer).is_dir():
+        raise ValueError(
+            f"tokenizer: expected 'aveb', 'words' or a tokenizer directory, got {config.tokenizer!r}"
+        )
+    return AutoTokenizer.from_pretrained(config.tokenizer)
+
+
+def build_model_and_processor(
+    config: TrainConfig, examples: list[dict[str, Any]], args: TrainingArguments | None = None
+) -> tuple[FavorModel, FavorProcessor]:
+    """The model to train (a recipe with seeded weights, or a checkpoint) and its processor.
+
+    A recipe's frozen parts are written once to ``output_dir/frozen`` (by the main process; under DDP the others
+    wait and read where they are) so that checkpoints are small deltas referencing them.
+    """
+    from .recipes import RECIPES, build_model, recipe_processor
+
+    if config.model in RECIPES:
+        tokenizer = _tokenizer(config, examples)
+        favor_config = RECIPES[config.model](tokenizer, **config.model_overrides)
+        model = build_model(favor_config, seed=config.seed)
+        processor = recipe_processor(favor_config, tokenizer)
+        frozen = Path(config.output_dir) / FROZEN_DIR
+        sources_file = frozen / "component_sources.json"
+        main = args is None or args.process_index == 0
+        with args.main_process_first(local=False) if args is not None else _nothing():
+            if main:
+                sources = model.save_frozen_components(frozen)
+                sources_file.write_text(json.dumps(sources, indent=2) + "\n")
+            else:
+                model.config.component_sources = json.loads(sources_file.read_text())
+        return model, processor
+    path = Path(config.model)
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"model: expected a recipe name {sorted(RECIPES)} or a FAVOR checkpoint directory, got {path}"
+        )
+    if config.model_overrides:
+        raise ValueError("model_overrides: only for a recipe; a checkpoint brings its own config")
+    model = FavorModel.from_pretrained(path).train()
+    return model, FavorProcessor.from_pretrained(path)
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _precision(setting: str) -> dict[str, bool]:
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+        return {}
+    return {"bf16": True} if setting == "bf16" else {"fp16": True} if setting == "fp16" else {}
+
+
+def _distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _report_to() -> list[str]:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return []
+    return ["tensorboard"]
+
+
+def build_trainer(config: TrainConfig) -> FavorTrainer:
+    """The `FavorTrainer` for ``config`` (model, processor, data, callbacks), ready to ``train()``."""
+    train = load_examples(config.train_file)
+    validation = load_examples(config.validation_file) if config.validation_file else None
+    tasks = sorted({ex["task"] for ex in train + (validation or [])})
+    evaluate = validation is not None and config.eval_steps > 0
+    args = TrainingArguments(
+        output_dir=config.output_dir,
+        seed=config.seed,
+        max_steps=config.max_steps,
+        num_train_epochs=config.num_train_epochs,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a fraction of the steps (transformers v5)
+        lr_scheduler_type=config.lr_scheduler_type,
+        activation_checkpointing=config.gradient_checkpointing,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or None,
+        save_total_limit=config.save_total_limit,
+        logging_steps=max(config.logging_steps, 1),
+        report_to=_report_to(),
+        remove_unused_columns=False,  # the collator needs the raw text / media / answer
+        use_cpu=not torch.cuda.is_available(),
+        # DDP on CPU (torchrun without GPUs) needs gloo; with GPUs the Trainer picks nccl
+        ddp_backend="gloo" if _distributed() and not torch.cuda.is_available() else None,
+        dataloader_num_workers=config.dataloader_num_workers,
+        **_precision(config.mixed_precision),
+    )
+    model, processor = build_model_and_processor(config, train, args)
+    features = None
+    if config.feature_cache != "off":
+        from .feature_cache import FeatureCache
+
+        features = FeatureCache(config.feature_cache, model, processor)
+    trainer = FavorTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=validation if evaluate else None,
+        data_collator=FavorCollator(processor, tasks, features),
+        processing_class=processor,
+        tasks=tasks,
+        callbacks=[CSVLogger(config.output_dir)],
+    )
+    trainer.compute_metrics = trainer.compute_answer_metrics
+    return trainer
+
+
+@dataclass
+class TrainResult:
+    """What `run_training` did: the final model directory, the last training loss, the test metrics."""
+
+    final_dir: Path
+    training_loss: float
+    steps: int
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: str | None = None
+
+
+def _resume_point(config: TrainConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if config.resume == "never":
+        return None
+    if config.resume != "auto":
+        if not Path(config.resume).is_dir():
+            raise ValueError(f"resume: no such checkpoint directory {config.resume}")
+        return config.resume
+    out = Path(config.output_dir)
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train as ``config`` says; write ``output_dir/final`` (model + processor) and ``train_config.json``.
+
+    Returns:
+        `TrainResult` (``test_metrics`` per task when ``config.test_file`` is given).
+    """
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        resume = _resume_point(config)
+        trainer = build_trainer(config)
+        output = trainer.train(resume_from_checkpoint=resume)
+        final = Path(config.output_dir) / FINAL_DIR
+        trainer.save_model(str(final))
+        test_metrics: dict[str, float] = {}
+        if config.test_file:
+            test = load_examples(config.test_file)
+            trainer.data_collator.tasks = trainer.tasks = sorted({ex["task"] for ex in test})
+            test_metrics = trainer.evaluate(eval_dataset=test, metric_key_prefix="test")
+        if trainer.is_world_process_zero():
+            (Path(config.output_dir) / "train_config.json").write_text(
+                json.dumps(config.to_dict(), indent=2) + "\n"
+            )
+        return TrainResult(final, float(output.training_loss), int(output.global_step), test_metrics, resume)
+    finally:
+        torch.set_num_threads(previous_threads)
