@@ -24,6 +24,10 @@ from typing import Any
 
 from transformers.generation.streamers import BaseStreamer
 
+from . import evaluate as evaluate_command
+from . import train as train_command
+from .aveb import command as aveb_command
+
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
 EXIT_USAGE = 2
@@ -77,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     sub = parser.add_subparsers(
-        dest="command", metavar="{generate,convert,info,demo,train}", parser_class=_Parser
+        dest="command", metavar="{generate,convert,info,demo,aveb,evaluate,train}", parser_class=_Parser
     )
     sub.required = True
 
@@ -126,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, help="save the trained tiny model, its processor and the clip here")
     demo.set_defaults(func=_cmd_demo)
-    from . import train as train_command
-
+    aveb_command.add_parser(sub)
+    evaluate_command.add_parser(sub)
     train_command.add_parser(sub, parents=[common])
     return parser
 
@@ -159,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # user mistakes: files, directories, checkpoints, arguments
         if debug:
             raise
-        prog = f"favor {command}" if command in ("generate", "convert", "info", "demo", "train") else "favor"
+        prog = (
+            f"favor {command}"
+            if command in ("generate", "convert", "info", "demo", "aveb", "evaluate", "train")
+            else "favor"
+        )
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
 
