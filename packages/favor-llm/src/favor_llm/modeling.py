@@ -58,6 +58,24 @@ AV_INPUT_NAMES = (
     "input_features_1",
     "input_features_2",
     "input_features_3",
+    "visual_features",
+    "audio_features",
+    "audio_features_1",
+    "audio_features_2",
+    "audio_features_3",
+)
+#: The media tensors themselves (raw or frozen features); lengths and masks alone are not media.
+_MEDIA_TENSOR_NAMES = (
+    "pixel_values",
+    "input_features",
+    "input_features_1",
+    "input_features_2",
+    "input_features_3",
+    "visual_features",
+    "audio_features",
+    "audio_features_1",
+    "audio_features_2",
+    "audio_features_3",
 )
 
 
@@ -329,7 +347,83 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         )
 
     # --------------------------------------------------------------------------------------------- AV encoding
-    def encode_media(
+    def encode_frozen_media(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        pixel_lengths: torch.Tensor | None = None,
+        frame_lengths: torch.Tensor | None = None,
+        input_features: torch.Tensor | list[torch.Tensor] | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        input_features_1: torch.Tensor | None = None,
+        input_features_2: torch.Tensor | None = None,
+        input_features_3: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the frozen encoders only (no gradients): the features a training run may cache once per clip.
+
+        `forward`, `get_av_features` and `generate` accept the returned keys instead of ``pixel_values`` /
+        ``input_features`` and give the same result.
+
+        Args:
+            pixel_values: ``(B, F, C, H, W)`` frames (zeros past ``pixel_lengths``).
+            pixel_lengths: ``(B,)`` distinct frames per sample (0: no visual input; 1 and ``frame_lengths > 1``:
+                an image repeated over ``frame_lengths`` frames).
+            frame_lengths: ``(B,)`` frames the visual stream spans (default ``pixel_lengths``).
+            input_features: ``(B, K, M, L)`` Whisper log-mel windows of the first audio encoder (or a list, one
+                per audio encoder).
+            audio_lengths: ``(B,)`` audio samples at ``config.audio_sample_rate`` (0: no audio).
+            qformer_input_ids: ``(B, Lq)`` instruction tokens for InstructBLIP's Q-Former.
+            qformer_attention_mask: ``(B, Lq)`` their mask.
+            input_features_1: windows of the 2nd audio encoder (when configured); ``_2``, ``_3`` likewise.
+            input_features_2: see ``input_features_1``.
+            input_features_3: see ``input_features_1``.
+            batch_size: the batch size the inputs must have (e.g. ``input_ids``'), checked.
+
+        Returns:
+            ``{"visual_features": (B, T, N, Dv)`` frame-encoder tokens over the frames each sample spans (an image
+            repeated), ``"frame_lengths": (B,)``, ``"audio_features": (B, S, Da)`` the first audio encoder's output
+            before its trainable projection, cut to the longest sample's real steps (zeros past each sample's
+            steps), ``"audio_lengths": (B,)`` samples, and ``"audio_features_<k>"`` for further encoders``}``.
+        """
+        features = _merge_audio_features(
+            input_features, (input_features_1, input_features_2, input_features_3)
+        )
+        device = self.language_projection.weight.device
+        batch = _batch_size(batch_size, pixel_values, features)
+        pixel_lengths = _lengths(pixel_lengths, pixel_values, 1, batch, "pixel_lengths", device)
+        frame_lengths = (
+            pixel_lengths.clone()
+            if frame_lengths is None
+            else _as_counts(frame_lengths, "frame_lengths", device)
+        )
+        features_list = _as_list(features, len(self.audio_encoders))
+        if audio_lengths is None and features is not None:
+            raise ValueError(
+                "audio_lengths: required with input_features (audio samples per sample, 0 = no audio)"
+            )
+        audio_lengths = _media_counts(audio_lengths, batch, "audio_lengths", device)
+        _check_batch("frame_lengths", frame_lengths, batch)
+        for name, lengths in (("pixel_lengths", pixel_lengths), ("frame_lengths", frame_lengths)):
+            if batch and int(lengths.min()) < 0:
+                raise ValueError(f"{name}: expected lengths >= 0, got {lengths.tolist()}")
+        repeat = (pixel_lengths == 1) & (frame_lengths > 1)
+        if bool(((pixel_lengths != frame_lengths) & ~repeat).any()):
+            raise ValueError(
+                "frame_lengths: must equal pixel_lengths for videos (or be >= 1 for an image, pixel_lengths == 1); "
+                f"got pixel_lengths={pixel_lengths.tolist()}, frame_lengths={frame_lengths.tolist()}"
+            )
+        with torch.no_grad():
+            visual = self._encode_visual(
+                pixel_values, pixel_lengths, frame_lengths, qformer_input_ids, qformer_attention_mask, batch
+            )  # (B, T, N, Dv)
+            out = {"visual_features": visual, "frame_lengths": frame_lengths, "audio_lengths": audio_lengths}
+            for k, feats in enumerate(self._encode_audio(features_list, audio_lengths, batch)):
+                out[_audio_key(k)] = feats
+        return out
+
+    def get_av_features(
         self,
         pixel_values: torch.Tensor | None = None,
         pixel_lengths: torch.Tensor | None = None,
@@ -339,81 +433,167 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
         modality_mask: torch.Tensor | None = None,
+        input_features_1: torch.Tensor | None = None,
+        input_features_2: torch.Tensor | None = None,
+        input_features_3: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_features_1: torch.Tensor | None = None,
+        audio_features_2: torch.Tensor | None = None,
+        audio_features_3: torch.Tensor | None = None,
         batch_size: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Media -> Q-Former tokens.
+        """Media (raw, or the frozen features of `encode_frozen_media`) -> causal Q-Former tokens.
 
-        Args:
-            pixel_values: ``(B, F, C, H, W)`` frames (zeros past ``pixel_lengths``).
-            pixel_lengths: ``(B,)`` distinct frames per sample (0: no visual input; 1 and ``frame_lengths > 1``:
-                an image repeated over ``frame_lengths`` frames).
-            frame_lengths: ``(B,)`` frames the visual stream spans (default ``pixel_lengths``).
-            input_features: ``(B, K, M, L)`` Whisper log-mel windows (a list, one per audio encoder).
-            audio_lengths: ``(B,)`` audio samples at ``config.audio_sample_rate`` (0: no audio).
-            qformer_input_ids: ``(B, Lq)`` instruction tokens for InstructBLIP's Q-Former.
-            qformer_attention_mask: ``(B, Lq)`` their mask.
-            modality_mask: ``(B, 1 + n_audio)`` override of the stream mask (default: 1 where the stream exists).
+        Give either raw media (``pixel_values`` / ``input_features*``, see `encode_frozen_media`) or frozen
+        features (``visual_features`` / ``audio_features*`` with ``frame_lengths`` / ``audio_lengths``), not both.
+        ``modality_mask`` ``(B, 1 + n_audio)`` overrides the stream mask (default: 1 where the stream exists).
 
         Returns:
             ``tokens (B, W, Q, H)``, ``window_mask (B, W)``, ``diversity_loss`` (scalar).
         """
+        frozen = {
+            "visual_features": visual_features,
+            "audio_features": audio_features,
+            "audio_features_1": audio_features_1,
+            "audio_features_2": audio_features_2,
+            "audio_features_3": audio_features_3,
+        }
+        raw = {
+            "pixel_values": pixel_values,
+            "input_features": input_features,
+            "input_features_1": input_features_1,
+            "input_features_2": input_features_2,
+            "input_features_3": input_features_3,
+        }
+        given_frozen = sorted(k for k, v in frozen.items() if v is not None)
+        given_raw = sorted(k for k, v in raw.items() if v is not None)
+        if given_frozen and given_raw:
+            raise ValueError(
+                f"{', '.join(given_raw)} / {', '.join(given_frozen)}: give raw media or the frozen features of "
+                "encode_frozen_media, not both"
+            )
+        if not given_frozen:
+            encoded = self.encode_frozen_media(
+                pixel_values,
+                pixel_lengths,
+                frame_lengths,
+                input_features,
+                audio_lengths,
+                qformer_input_ids,
+                qformer_attention_mask,
+                input_features_1,
+                input_features_2,
+                input_features_3,
+                batch_size=batch_size,
+            )
+        else:
+            encoded = self._check_frozen_features(frozen, frame_lengths, audio_lengths, batch_size)
+        return self._av_tokens(encoded, modality_mask)
+
+    def encode_media(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The earlier name of `get_av_features` (same arguments and result)."""
+        return self.get_av_features(*args, **kwargs)
+
+    def _check_frozen_features(
+        self,
+        frozen: dict[str, torch.Tensor | None],
+        frame_lengths: torch.Tensor | None,
+        audio_lengths: torch.Tensor | None,
+        batch_size: int | None,
+    ) -> dict[str, torch.Tensor]:
+        """Validate frozen features (the output of `encode_frozen_media`) and fill in the absent streams."""
+        device = self.language_projection.weight.device
+        n, dv = self.config.tokens_per_frame, self.config.visual_hidden_size
+        sizes = {k: v.shape[0] for k, v in frozen.items() if v is not None}
+        if batch_size is not None:
+            sizes["input_ids"] = batch_size
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"batch sizes differ between inputs: {sizes}")
+        batch = next(iter(sizes.values()))
+        visual = frozen["visual_features"]
+        if visual is None:
+            visual = torch.zeros(batch, 0, n, dv, dtype=self._visual_dtype, device=device)
+        if visual.ndim != 4 or tuple(visual.shape[2:]) != (n, dv):
+            raise ValueError(
+                f"visual_features: expected (batch, frames, {n}, {dv}) from encode_frozen_media, got "
+                f"{tuple(visual.shape)}"
+            )
+        frames = _media_counts(
+            frame_lengths if frame_lengths is not None else [visual.shape[1]] * batch,
+            batch,
+            "frame_lengths",
+            device,
+        )
+        if batch and (int(frames.max()) > visual.shape[1] or int(frames.min()) < 0):
+            raise ValueError(
+                f"frame_lengths: {frames.tolist()} must lie in [0, {visual.shape[1]}] (the frames of visual_features)"
+            )
+        out = {"visual_features": visual.to(device), "frame_lengths": frames}
+        if audio_lengths is None and any(frozen[_audio_key(k)] is not None for k in range(4)):
+            raise ValueError(
+                "audio_lengths: required with audio_features (audio samples per sample, 0 = no audio)"
+            )
+        out["audio_lengths"] = _media_counts(audio_lengths, batch, "audio_lengths", device)
+        for k, enc in enumerate(self.audio_encoders):
+            key = _audio_key(k)
+            feats = frozen[key]
+            if feats is None:
+                feats = torch.zeros(batch, 0, enc.hidden_size, dtype=enc.dtype, device=device)
+            if feats.ndim != 3 or feats.shape[2] != enc.hidden_size:
+                raise ValueError(
+                    f"{key}: expected (batch, steps, {enc.hidden_size}) from encode_frozen_media, got "
+                    f"{tuple(feats.shape)}"
+                )
+            out[key] = feats.to(device)
+        extra = [k for k in range(len(self.audio_encoders), 4) if frozen[_audio_key(k)] is not None]
+        if extra:
+            raise ValueError(
+                f"{_audio_key(extra[0])}: the model has {len(self.audio_encoders)} audio encoder(s), got features "
+                f"for encoder {extra[0]}"
+            )
+        return out
+
+    def _av_tokens(
+        self, encoded: dict[str, torch.Tensor], modality_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frozen features -> trainable audio projections -> synchroniser -> causal Q-Former (the trainable part)."""
         from favor_qformer import diversity_loss
 
         device = self.language_projection.weight.device
-        batch = _batch_size(batch_size, pixel_values, input_features)
-        zeros = torch.zeros(batch, dtype=torch.long, device=device)
-        pixel_lengths = _lengths(pixel_lengths, pixel_values, 1, batch, "pixel_lengths", device)
-        frame_lengths = (
-            pixel_lengths.clone()
-            if frame_lengths is None
-            else _as_counts(frame_lengths, "frame_lengths", device)
-        )
-        features_list = _as_list(input_features, len(self.audio_encoders))
-        if audio_lengths is None:
-            audio_lengths = zeros if input_features is None else None
-        if audio_lengths is None:
-            raise ValueError(
-                "audio_lengths: required with input_features (audio samples per sample, 0 = no audio)"
-            )
-        audio_lengths = _as_counts(audio_lengths, "audio_lengths", device)
-        _check_batch("frame_lengths", frame_lengths, batch)
-        _check_batch("audio_lengths", audio_lengths, batch)
-        for name, lengths in (
-            ("pixel_lengths", pixel_lengths),
-            ("frame_lengths", frame_lengths),
-            ("audio_lengths", audio_lengths),
-        ):
-            if batch and int(lengths.min()) < 0:
-                raise ValueError(f"{name}: expected lengths >= 0, got {lengths.tolist()}")
-        repeat = (pixel_lengths == 1) & (frame_lengths > 1)
-        if bool(((pixel_lengths != frame_lengths) & ~repeat).any()):
-            raise ValueError(
-                "frame_lengths: must equal pixel_lengths for videos (or be >= 1 for an image, pixel_lengths == 1); "
-                f"got pixel_lengths={pixel_lengths.tolist()}, frame_lengths={frame_lengths.tolist()}"
-            )
-
-        visual = self._encode_visual(
-            pixel_values, pixel_lengths, frame_lengths, qformer_input_ids, qformer_attention_mask, batch
-        )  # (B, Tv, N, Dv)
-        audio, steps = self._encode_audio(features_list, audio_lengths, batch, visual.dtype)
+        visual = encoded["visual_features"]  # (B, T, N, Dv)
+        frame_lengths, audio_lengths = encoded["frame_lengths"], encoded["audio_lengths"]
+        streams, steps = [], []
+        for k, (proj, rate) in enumerate(zip(self.audio_projections, self.config.audio_feature_rates)):
+            feats = encoded[_audio_key(k)]  # (B, S, Da)
+            real = audio_steps(audio_lengths, rate, self.config.audio_sample_rate).to(device)  # (B,)
+            if feats.shape[1] == 0 and bool((real > 0).any()):
+                raise ValueError(
+                    f"{_audio_key(k).replace('audio_features', 'input_features')}: missing, but audio_lengths say "
+                    "some samples have audio"
+                )
+            streams.append(proj(feats.to(proj.weight.dtype)).to(visual.dtype))  # (B, S, Dp)
+            steps.append(real.clamp(max=feats.shape[1]))
         if modality_mask is None:
             columns = [frame_lengths > 0] + [audio_lengths > 0 for _ in self.audio_encoders]
             modality_mask = torch.stack(columns, dim=1).to(visual.dtype)
         synced = self.synchroniser(
             visual,
-            audio if len(audio) > 1 else audio[0],
+            streams if len(streams) > 1 else streams[0],
             visual_lengths=frame_lengths,
             audio_lengths=steps if len(steps) > 1 else steps[0],
             modality_mask=modality_mask.to(device=device, dtype=visual.dtype),
         )
-        q_dtype = self.qformer_dtype
-        out = self.qformer(synced.features.to(q_dtype), synced.frame_mask)
-        div = diversity_loss(out.tokens, out.window_mask)
-        return out.tokens, out.window_mask, div
+        out = self.qformer(synced.features.to(self.qformer_dtype), synced.frame_mask)
+        return out.tokens, out.window_mask, diversity_loss(out.tokens, out.window_mask)
 
     @property
     def qformer_dtype(self) -> torch.dtype:
         return next(self.qformer.parameters()).dtype
+
+    @property
+    def _visual_dtype(self) -> torch.dtype:
+        return self.qformer_dtype if self.config.qformer_fp32 else self.vision.dtype
 
     def _encode_visual(
         self,
@@ -426,7 +606,7 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """``(B, F, C, H, W)`` -> ``(B, Tv, N, Dv)``, only real frames encoded (packed over the batch)."""
         n, dv = self.config.tokens_per_frame, self.config.visual_hidden_size
-        dtype = self.qformer_dtype if self.config.qformer_fp32 else self.vision.dtype
+        dtype = self._visual_dtype
         device = self.language_projection.weight.device
         max_frames = int(frame_lengths.max()) if batch else 0
         visual = torch.zeros(batch, max_frames, n, dv, dtype=dtype, device=device)
@@ -452,12 +632,11 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             _check_batch("qformer_input_ids", qformer_input_ids, batch)
             owner = torch.arange(batch, device=device)[:, None].expand_as(real)[
                 real
-            ]  # (sum F,) sample of each frame
+            ]  # (sum F,) frame's sample
             ids = qformer_input_ids.to(device)[owner]
             if qformer_attention_mask is not None:
                 mask = qformer_attention_mask.to(device)[owner]
-        with torch.no_grad():
-            tokens = self.vision(pixels, ids, mask).to(dtype)  # (sum F, N, Dv)
+        tokens = self.vision(pixels, ids, mask).to(dtype)  # (sum F, N, Dv)
         frames = list(tokens.split(pixel_lengths.tolist()))
         for b in range(batch):
             count = int(frame_lengths[b])
@@ -467,25 +646,21 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         return visual
 
     def _encode_audio(
-        self, features: list[torch.Tensor | None], audio_lengths: torch.Tensor, batch: int, dtype: torch.dtype
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Each encoder: ``(B, K, M, L)`` -> projected ``(B, S, Dp)`` and real steps ``(B,)``."""
+        self, features: list[torch.Tensor | None], audio_lengths: torch.Tensor, batch: int
+    ) -> list[torch.Tensor]:
+        """Each frozen encoder: ``(B, K, M, L)`` -> ``(B, S, Da)`` cut to the longest real steps, zeros past each
+        sample's steps (``S = 0`` without audio)."""
         device = self.language_projection.weight.device
         sample_rate = self.config.audio_sample_rate
-        streams, lengths = [], []
-        for enc, proj, rate, feats, cfg in zip(
-            self.audio_encoders,
-            self.audio_projections,
-            self.config.audio_feature_rates,
-            features,
-            self.config.audio_configs,
+        streams = []
+        for enc, rate, feats, cfg in zip(
+            self.audio_encoders, self.config.audio_feature_rates, features, self.config.audio_configs
         ):
             steps = audio_steps(audio_lengths, rate, sample_rate).to(device)  # (B,)
             if feats is None or batch == 0 or int(audio_lengths.max()) == 0:
-                if int(steps.max()) > 0:
+                if batch and int(steps.max()) > 0:
                     raise ValueError("input_features: missing, but audio_lengths say some samples have audio")
-                streams.append(torch.zeros(batch, 0, proj.out_features, dtype=dtype, device=device))
-                lengths.append(steps)
+                streams.append(torch.zeros(batch, 0, enc.hidden_size, dtype=enc.dtype, device=device))
                 continue
             if feats.ndim != 4 or feats.shape[0] != batch:
                 raise ValueError(
@@ -505,12 +680,12 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
                     f"input_features: audio_lengths={audio_lengths.tolist()} need {chunks.tolist()} windows of "
                     f"{per_chunk} samples but input_features has {feats.shape[1]}"
                 )
-            with torch.no_grad():
-                encoded = enc(feats.to(device), chunks)  # (B, K * P, Da)
-            projected = proj(encoded.to(proj.weight.dtype)).to(dtype)  # (B, S, Dp)
-            streams.append(projected)
-            lengths.append(steps.clamp(max=projected.shape[1]))
-        return streams, lengths
+            encoded = enc(feats.to(device), chunks)  # (B, K * P, Da)
+            steps = steps.clamp(max=encoded.shape[1])
+            encoded = encoded[:, : int(steps.max())]  # (B, S, Da)
+            real = torch.arange(encoded.shape[1], device=device)[None, :] < steps[:, None]  # (B, S)
+            streams.append(encoded * real[..., None].to(encoded.dtype))
+        return streams
 
     # ----------------------------------------------------------------------------------------------- embedding
     def _scatter_av(
@@ -570,6 +745,11 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
         input_features_1: torch.Tensor | None = None,
         input_features_2: torch.Tensor | None = None,
         input_features_3: torch.Tensor | None = None,
+        visual_features: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_features_1: torch.Tensor | None = None,
+        audio_features_2: torch.Tensor | None = None,
+        audio_features_3: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs: Any,
@@ -594,16 +774,38 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             input_features_1: features of the 2nd audio encoder (when configured).
             input_features_2: features of the 3rd audio encoder.
             input_features_3: features of the 4th audio encoder.
+            visual_features: frozen features from `encode_frozen_media`, instead of ``pixel_values`` (with
+                ``frame_lengths``); the same result.
+            audio_features: frozen features from `encode_frozen_media`, instead of ``input_features`` (with
+                ``audio_lengths``).
+            audio_features_1: likewise for the 2nd audio encoder.
+            audio_features_2: likewise for the 3rd audio encoder.
+            audio_features_3: likewise for the 4th audio encoder.
             use_cache: return the KV cache.
             logits_to_keep: compute logits for the last this many positions only (0: all).
             **kwargs: passed to the LLM.
         """
         past_key_values = kwargs.pop("past_key_values", None)
         cache = cache if cache is not None else past_key_values
-        extra = [f for f in (input_features_1, input_features_2, input_features_3) if f is not None]
-        if extra:  # further audio encoders' features
-            input_features = [input_features, *extra]
-        has_media = pixel_values is not None or input_features is not None
+        media = {
+            "pixel_values": pixel_values,
+            "pixel_lengths": pixel_lengths,
+            "frame_lengths": frame_lengths,
+            "input_features": input_features,
+            "audio_lengths": audio_lengths,
+            "qformer_input_ids": qformer_input_ids,
+            "qformer_attention_mask": qformer_attention_mask,
+            "modality_mask": modality_mask,
+            "input_features_1": input_features_1,
+            "input_features_2": input_features_2,
+            "input_features_3": input_features_3,
+            "visual_features": visual_features,
+            "audio_features": audio_features,
+            "audio_features_1": audio_features_1,
+            "audio_features_2": audio_features_2,
+            "audio_features_3": audio_features_3,
+        }
+        has_media = any(media[k] is not None for k in _MEDIA_TENSOR_NAMES)
         tokens = window_mask = None
         div = None
         if input_ids is not None and inputs_embeds is not None:
@@ -617,17 +819,7 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             if input_ids is None:
                 raise ValueError("input_ids: required (or inputs_embeds)")
             if has_media:
-                tokens, window_mask, div = self.encode_media(
-                    pixel_values,
-                    pixel_lengths,
-                    frame_lengths,
-                    input_features,
-                    audio_lengths,
-                    qformer_input_ids,
-                    qformer_attention_mask,
-                    modality_mask,
-                    batch_size=input_ids.shape[0],
-                )
+                tokens, window_mask, div = self.get_av_features(**media, batch_size=input_ids.shape[0])
                 if tokens.shape[0] != input_ids.shape[0]:
                     raise ValueError(
                         f"pixel_values/input_features: batch size {tokens.shape[0]} differs from input_ids' "
@@ -782,6 +974,28 @@ def _batch_size(batch_size: int | None, pixel_values: torch.Tensor | None, featu
     if not sizes:
         raise ValueError("pixel_values, input_features: give at least one of them to encode media")
     return next(iter(sizes.values()))
+
+
+def _audio_key(k: int) -> str:
+    """The frozen-feature key of audio encoder ``k`` (``audio_features``, ``audio_features_1``, ...)."""
+    return "audio_features" if k == 0 else f"audio_features_{k}"
+
+
+def _merge_audio_features(first: Any, further: tuple) -> Any:
+    """``input_features`` plus ``input_features_<k>`` as one list (or the single tensor / None as given)."""
+    extra = [f for f in further if f is not None]
+    return [first, *extra] if extra else first
+
+
+def _media_counts(lengths: Any, batch: int, name: str, device: torch.device) -> torch.Tensor:
+    """Per-sample counts ``(B,)`` (zeros when ``None``), integer, non-negative, of the batch size."""
+    if lengths is None:
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    counts = _as_counts(lengths, name, device)
+    _check_batch(name, counts, batch)
+    if batch and int(counts.min()) < 0:
+        raise ValueError(f"{name}: expected lengths >= 0, got {counts.tolist()}")
+    return counts
 
 
 def _as_list(features: Any, count: int | None) -> list:
