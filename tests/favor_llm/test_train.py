@@ -108,10 +108,7 @@ def test_answer_correct_is_greedy_exact_match():
 def test_bad_config_and_data_are_clear_errors(toy_data, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"media": "clip0.mp4", "question": "q", "answer": "a"}) + "\n{not json\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: media file .*clip0.mp4 does not exist"):
-        load_examples(bad)
-    bad.write_text(json.dumps({"question": "q", "answer": ""}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: 'answer' must be a non-empty string"):
+    with pytest.raises(ValueError, match=r"(?s)bad.jsonl:1: media file not found.*bad.jsonl:2: invalid JSON"):
         load_examples(bad)
     yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text("output_dir: out\ntrain_file: t.jsonl\nlearning_rat: 0.1\n")

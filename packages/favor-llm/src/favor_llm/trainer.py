@@ -32,6 +32,8 @@ import dataclasses
 import json
 import math
 import os
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +92,9 @@ class TrainConfig:
         feature_cache: directory of the frozen-encoder feature cache, or ``off``.
         threads: torch CPU threads (``None``: torch's default).
         dataloader_num_workers: processes that decode media for the loader (0: the main process).
+        fsdp, fsdp_config: transformers' FSDP settings (e.g. ``"full_shard auto_wrap"`` and ``{"version": 2,
+            ...}``; docs/training.md has the 13B configuration).
+        deepspeed: a DeepSpeed JSON config file (ZeRO; docs/training.md).
     """
 
     output_dir: str
@@ -119,6 +124,9 @@ class TrainConfig:
     feature_cache: str = "off"
     threads: int | None = None
     dataloader_num_workers: int = 0
+    fsdp: str = ""
+    fsdp_config: dict | None = None
+    deepspeed: str | None = None
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in _MIXED:
@@ -176,7 +184,7 @@ class TrainConfig:
             raise ValueError(f"config: {path} is not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(data, dict):
             raise ValueError(f"config: {path} must hold a mapping of settings, got {type(data).__name__}")
-        for key in ("output_dir", "train_file", "validation_file", "test_file", "feature_cache"):
+        for key in ("output_dir", "train_file", "validation_file", "test_file", "feature_cache", "deepspeed"):
             value = data.get(key)
             if isinstance(value, str) and value != "off" and not Path(value).is_absolute():
                 data[key] = str(path.parent / value)
@@ -189,42 +197,12 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------------------------------- data
 def load_examples(path: str | Path) -> list[dict[str, Any]]:
-    """JSON Lines ``{"media", "question", "answer", "task"?}`` -> collator examples ``{"text", "media",
-    "answer", "task"}`` (media paths resolved against the file's folder). Every line is checked before training
-    starts; a bad one is a `ValueError` naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"data: no such file {path}")
-    examples = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
-            for key in ("question", "answer"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise ValueError(f"{where}: '{key}' must be a non-empty string, got {row.get(key)!r}")
-            media = row.get("media")
-            if media is not None:
-                if not isinstance(media, str):
-                    raise ValueError(f"{where}: 'media' must be a path string, got {type(media).__name__}")
-                media_path = Path(media) if Path(media).is_absolute() else path.parent / media
-                if not media_path.is_file():
-                    raise ValueError(f"{where}: media file {media_path} does not exist")
-                media = str(media_path)
-            task = row.get("task") or "all"
-            examples.append(
-                {"text": row["question"], "media": media, "answer": row["answer"], "task": str(task)}
-            )
-    if not examples:
-        raise ValueError(f"data: {path} holds no examples")
-    return examples
+    """A JSON Lines file (`favor_llm.dataset`: ``{"media", "question", "answer", "task"?}``, media relative to the
+    file) as collator items ``{"text", "media", "answer", "task"}``; every line is checked before training starts
+    (a bad one is a `ValueError` naming the file and line)."""
+    from .dataset import read_examples
+
+    return [example.item() for example in read_examples(path)]
 
 
 class FavorCollator:
@@ -250,7 +228,7 @@ class FavorCollator:
                 self.processor.collate([{k: ex[k] for k in ("text", "media", "answer")} for ex in examples])
             )
         index = {t: i for i, t in enumerate(self.tasks)}
-        batch["task_ids"] = torch.tensor([index.get(ex.get("task", "all"), -1) for ex in examples])
+        batch["task_ids"] = torch.tensor([index.get(ex.get("task"), -1) for ex in examples])
         return batch
 
 
@@ -265,15 +243,16 @@ def answer_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # -------------------------------------------------------------------------------------------------- logging
 class CSVLogger(TrainerCallback):
     """Appends every logged value to ``output_dir/metrics.csv`` as rows ``step, epoch, name, value`` (main
-    process only; a resumed run appends to the same file)."""
+    process only; a resumed run appends to the same file), plus each epoch's wall time (``epoch_seconds``) and,
+    with a feature cache, its hits and misses so far (``cache_hits``, ``cache_misses``)."""
 
-    def __init__(self, output_dir: str | Path) -> None:
+    def __init__(self, output_dir: str | Path, features: Any = None) -> None:
         self.path = Path(output_dir) / METRICS_FILE
+        self.features = features
+        self._epoch_start = 0.0
 
-    def on_log(
-        self, args: TrainingArguments, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
-    ):
-        if not state.is_world_process_zero or not logs:
+    def _write(self, state: Any, values: dict[str, Any]) -> None:
+        if not state.is_world_process_zero:
             return
         new = not self.path.is_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,9 +260,24 @@ class CSVLogger(TrainerCallback):
             writer = csv.writer(handle)
             if new:
                 writer.writerow(["step", "epoch", "name", "value"])
-            for name, value in logs.items():
+            for name, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     writer.writerow([state.global_step, f"{state.epoch or 0:.4f}", name, value])
+
+    def on_log(
+        self, args: TrainingArguments, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
+    ):
+        if logs:
+            self._write(state, logs)
+
+    def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any):
+        values: dict[str, Any] = {"epoch_seconds": round(time.perf_counter() - self._epoch_start, 3)}
+        if self.features is not None:
+            values |= {"cache_hits": self.features.hits, "cache_misses": self.features.misses}
+        self._write(state, values)
 
 
 # -------------------------------------------------------------------------------------------------- trainer
@@ -477,11 +471,15 @@ def build_trainer(config: TrainConfig) -> FavorTrainer:
         save_total_limit=config.save_total_limit,
         logging_steps=max(config.logging_steps, 1),
         report_to=_report_to(),
+        disable_tqdm=not sys.stderr.isatty(),  # progress bars on a terminal; log lines otherwise
         remove_unused_columns=False,  # the collator needs the raw text / media / answer
         use_cpu=not torch.cuda.is_available(),
         # DDP on CPU (torchrun without GPUs) needs gloo; with GPUs the Trainer picks nccl
         ddp_backend="gloo" if _distributed() and not torch.cuda.is_available() else None,
         dataloader_num_workers=config.dataloader_num_workers,
+        fsdp=config.fsdp,
+        fsdp_config=config.fsdp_config,
+        deepspeed=config.deepspeed,
         **_precision(config.mixed_precision),
     )
     model, processor = build_model_and_processor(config, train, args)
@@ -498,7 +496,7 @@ def build_trainer(config: TrainConfig) -> FavorTrainer:
         data_collator=FavorCollator(processor, tasks, features),
         processing_class=processor,
         tasks=tasks,
-        callbacks=[CSVLogger(config.output_dir)],
+        callbacks=[CSVLogger(config.output_dir, features)],
     )
     trainer.compute_metrics = trainer.compute_answer_metrics
     return trainer
