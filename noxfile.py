@@ -1,4 +1,4 @@
-"""Workspace sessions: ``nox -s tests`` (CI), ``tests_slow``, ``tests_isolated``, ``lint``, ``docs``, ``demo``, ``bench``.
+"""Workspace sessions: ``nox -s tests`` (CI), ``tests_slow``, ``tests_isolated``, ``lint``, ``docs``, ``demo``, ``aveb``, ``bench``.
 
 Every session that installs torch pins ``TORCH`` so pip takes the CPU build (a bare ``torch`` requirement pulls a
 multi-GB CUDA build). The packages themselves declare ``torch>=2.10`` for users.
@@ -79,9 +79,16 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The newcomer's first command: ``favor demo`` on the embedded tiny default (no downloads)."""
+    """The newcomer's first command: ``favor demo``, the shipped AVEB-mini model on fresh clips (no downloads)."""
     _install_all(session)
     session.run("favor", "demo", *session.posargs, env=ENV)
+
+
+@nox.session
+def aveb(session: nox.Session) -> None:
+    """AVEB-mini ablations at equal training budget over seeds (docs/results.md): ``nox -s aveb -- --seeds 0 1``."""
+    _install_all(session, "matplotlib>=3.8")
+    session.run("python", "benchmarks/aveb_ablations.py", *session.posargs, env=ENV)
 
 
 @nox.session

@@ -81,3 +81,14 @@ def test_changing_a_key_part_misses(model_and_processor, clips, tmp_path):
     assert FeatureCache(tmp_path / "c", model, slower).key(media) != key  # decoding settings
     with pytest.raises(ValueError, match="media: no such file"):
         cache.key(tmp_path / "missing.mp4")
+
+
+def test_settings_after_the_encoders_share_entries(model_and_processor, clips, tmp_path):
+    """Windows, queries and the diversity weight act after the frozen encoders: a run that changes them reuses the
+    entries (the ablations of docs/results.md share one cache)."""
+    model, processor = model_and_processor
+    key = FeatureCache(tmp_path, model, processor).key(clips[0]["media"])
+    other = aveb_tiny_config(processor.tokenizer, qformer_config={"window_size": 1, "window_stride": 1})
+    other_processor = recipe_processor(other, processor.tokenizer)
+    assert other_processor.layout.window_size == 1
+    assert FeatureCache(tmp_path, build_model(other, seed=0), other_processor).key(clips[0]["media"]) == key

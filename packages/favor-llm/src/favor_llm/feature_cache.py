@@ -10,7 +10,7 @@ The key of a clip is a SHA-256 over
 
 - the file's content (not its name or time stamp: a clip copied elsewhere hits, an edited one misses),
 - the encoders' identity: their configs and a hash of every frozen weight (computed once per cache object),
-- the decoding settings: the processor's layout (fps, sample rate, longest media, image repeat), the image
+- the decoding settings: the processor's fps, sample rate, longest media and image repeat, the image
   processor's and feature extractors' settings, and the file suffix (images are repeated over frames),
 - the question, when the frame encoder reads it (InstructBLIP's instruction-aware Q-Former).
 
@@ -70,9 +70,14 @@ def _encoder_fingerprint(model: Any) -> str:
     return digest.hexdigest()
 
 
+#: The layout fields that change what is decoded (windows, queries and the synchroniser act after the encoders).
+_DECODING_FIELDS = ("fps", "sample_rate", "max_media_seconds", "image_repeat")
+
+
 def _decoding_settings(processor: Any) -> str:
+    layout = processor.layout.to_dict()
     settings = {
-        "layout": processor.layout.to_dict(),
+        "layout": {name: layout[name] for name in _DECODING_FIELDS},
         "image_processor": processor.image_processor.to_dict(),
         "feature_extractors": [fe.to_dict() for fe in processor.feature_extractors],
     }
