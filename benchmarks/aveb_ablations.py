@@ -57,7 +57,7 @@ def run_variant(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any
         save_steps=0,
         logging_steps=25,
         resume="never",
-        feature_cache=str(Path(args.out) / "feature_cache"),
+        feature_cache=args.cache or str(Path(args.out) / "feature_cache"),
         threads=1,
     )
     start = time.perf_counter()
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--cache", help="feature cache directory (default OUT/feature_cache)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     if not (Path(args.data) / "train.jsonl").is_file():

@@ -177,3 +177,23 @@ def _recipe_weights(final_dir: Path) -> dict[str, torch.Tensor]:
 
     processor = FavorProcessor.from_pretrained(final_dir)
     return build_model(aveb_tiny_config(processor.tokenizer), seed=0).trainable_state_dict()
+
+
+def test_gradient_checkpointing_takes_the_same_step(toy_data, tmp_path):
+    """``gradient_checkpointing: true`` recomputes activations in the backward pass: the same weights after a step."""
+    runs = [
+        run_training(
+            _config(
+                toy_data,
+                tmp_path / f"gc{flag}",
+                max_steps=1,
+                eval_steps=0,
+                warmup_ratio=0.0,
+                gradient_checkpointing=flag,
+            )
+        )
+        for flag in (False, True)
+    ]
+    a, b = (FavorModel.from_pretrained(r.final_dir).trainable_state_dict() for r in runs)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
