@@ -43,7 +43,7 @@ DEMO_TRAINING: dict[str, Any] = {
     "model": "aveb-tiny",
     "tokenizer": "aveb",
     "seed": 0,
-    "max_steps": 1200,
+    "max_steps": 2000,
     "per_device_train_batch_size": 16,
     "learning_rate": 1e-3,
     "warmup_ratio": 0.05,
