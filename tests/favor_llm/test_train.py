@@ -140,6 +140,7 @@ def test_ddp_two_processes_match_one_process(toy_data, tmp_path):
     """``torchrun --nproc_per_node 2`` (gloo, CPU) with 3 examples per process takes the same optimiser step as one
     process with the same global batch of 6: the trained weights agree after a step."""
     import os
+    import socket
     import subprocess
     import sys
 
@@ -153,16 +154,26 @@ def test_ddp_two_processes_match_one_process(toy_data, tmp_path):
             warmup_ratio=0.0,
         )
     )
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "favor_llm.cli", "train",
-        "--output-dir", str(tmp_path / "two"), "--train-file", str(toy_data / "train.jsonl"),
-        "--tokenizer", "words", "--max-steps", "1", "--per-device-train-batch-size", "3",
-        "--eval-steps", "0", "--threads", "1", "--warmup-ratio", "0",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+
+    def launch() -> subprocess.CompletedProcess:
+        with socket.socket() as probe:  # a free port for this run's rendezvous (never a fixed default)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+            "-m", "favor_llm.cli", "train",
+            "--output-dir", str(tmp_path / "two"), "--train-file", str(toy_data / "train.jsonl"),
+            "--tokenizer", "words", "--max-steps", "1", "--per-device-train-batch-size", "3",
+            "--eval-steps", "0", "--threads", "1", "--warmup-ratio", "0", "--resume", "never",
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    done = launch()
+    if done.returncode != 0 and "address already in use" in done.stderr.lower():
+        done = launch()  # another job took the port between the probe and the bind
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "trained 1 steps" in done.stdout
     a = FavorModel.from_pretrained(single.final_dir).trainable_state_dict()
     b = FavorModel.from_pretrained(tmp_path / "two" / "final").trainable_state_dict()

@@ -41,7 +41,7 @@ def _boolean(text: str) -> bool:
 
 
 def _config_class() -> Any:
-    from .trainer import TrainConfig
+    from .train_config import TrainConfig
 
     return TrainConfig
 
@@ -69,7 +69,8 @@ def add_parser(subparsers: Any, **kwargs: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print where the model went, the last loss and the test accuracy per task."""
-    from .trainer import TrainConfig, run_training
+    from .train_config import TrainConfig
+    from .trainer import run_training
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
