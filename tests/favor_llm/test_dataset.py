@@ -114,3 +114,36 @@ def test_missing_or_empty_file(tmp_path):
         FavorDataset(tmp_path)
     with pytest.raises(ValueError, match="holds no examples"):
         FavorDataset(_write(tmp_path / "empty.jsonl", ["", "  "]))
+
+
+def test_trainer_takes_the_dataset(files, fresh_tiny, tmp_path):
+    """transformers' Trainer with remove_unused_columns=False hands FavorDataset items to processor.collate
+    unchanged (the extra 'task' key included) and trains."""
+    pytest.importorskip("accelerate")
+    from transformers import Trainer, TrainingArguments
+
+    model, processor = fresh_tiny
+    data = _write(
+        files / "train.jsonl",
+        [
+            {"media": "clips/a.mp4", "question": "What colour?", "answer": "red", "task": "colour"},
+            {"media": "clips/b.wav", "question": "What sound?", "answer": "a tone", "task": "sound"},
+        ],
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=2,
+        max_steps=1,
+        learning_rate=1e-3,
+        report_to=[],
+        remove_unused_columns=False,
+        save_strategy="no",
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=FavorDataset(data), data_collator=processor.collate
+    )
+    assert torch.isfinite(torch.tensor(trainer.train().training_loss))
+    params = dict(model.named_parameters())
+    assert any(not torch.equal(params[n], v) for n, v in before.items())

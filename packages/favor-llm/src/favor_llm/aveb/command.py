@@ -41,7 +41,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         gen.add_argument(
             f"--{split}", type=_count, default=count, help=f"{split} examples (default {count}; 0 skips)"
         )
-    gen.add_argument("--tasks", nargs="+", choices=task_names(), help="only these tasks (default: all)")
+    gen.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=task_names(),
+        metavar="TASK",
+        help=f"only these tasks (default: all of {', '.join(task_names())})",
+    )
     gen.add_argument("--size", type=_count, default=64, help="frame size in pixels (default 64)")
     gen.add_argument("--overwrite", action="store_true", help="replace splits that already exist in OUT")
     gen.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
