@@ -11,13 +11,14 @@ Shape legend: ``B`` batch, ``K`` chunks per sample (padded), ``M`` mel bins, ``L
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-__all__ = ["AudioEncoder", "audio_steps", "chunk_samples", "num_chunks"]
+__all__ = ["AudioEncoder", "audio_steps", "chunk_samples", "num_chunks", "whisper_windows"]
 
 #: Whisper's feature extractor hop (samples at 16 kHz); its encoder halves the mel frame rate (stride-2 conv).
 WHISPER_HOP_LENGTH = 160
@@ -44,6 +45,28 @@ def audio_steps(num_samples: torch.Tensor | int, rate: float, sample_rate: int) 
     return math.ceil(num_samples * rate / sample_rate)
 
 
+def whisper_windows(fe: Any, audio: list[torch.Tensor | None]) -> torch.Tensor:
+    """Waveforms -> ``(B, K, M, L)`` log-mel windows of ``fe.n_samples`` samples each (the last zero-padded)."""
+    per_window = int(fe.n_samples)
+    windows, counts = [], []
+    for a in audio:
+        if a is None:
+            counts.append(0)
+            continue
+        pieces = [a[s : s + per_window].numpy() for s in range(0, a.shape[0], per_window)]
+        counts.append(len(pieces))
+        windows.extend(pieces)
+    feats = fe(windows, sampling_rate=fe.sampling_rate, return_tensors="pt")[
+        "input_features"
+    ]  # (sum K, M, L)
+    out = feats.new_zeros(len(audio), max(counts), *feats.shape[1:])
+    start = 0
+    for b, c in enumerate(counts):
+        out[b, :c] = feats[start : start + c]
+        start += c
+    return out
+
+
 class AudioEncoder(nn.Module):
     """One frozen Whisper encoder run over consecutive windows: ``(B, K, M, L) -> (B, K * P, Da)``."""
 
@@ -56,6 +79,9 @@ class AudioEncoder(nn.Module):
         self.encoder = WhisperEncoder(config)
         self.steps_per_chunk = int(config.max_source_positions)
         self.hidden_size = int(config.d_model)
+        #: ``(M, L)`` of one log-mel window, as the encoder reads it.
+        self.window_shape = (int(config.num_mel_bins), WHISPER_CONV_STRIDE * self.steps_per_chunk)
+        self.samples_per_chunk = chunk_samples(config)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -91,3 +117,44 @@ class AudioEncoder(nn.Module):
             )  # (sum K, P, Da)
             out[real.to(out.device)] = encoded
         return out.reshape(batch, max_chunks * self.steps_per_chunk, self.hidden_size)
+
+    def encode_batch(
+        self, input_features: torch.Tensor | None, num_samples: torch.Tensor, steps: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-mel windows -> ``(B, S, Da)`` encoder features, ``S`` the longest sample's real steps (zeros past
+        each sample's ``steps``; ``S = 0`` when no sample has audio).
+
+        Args:
+            input_features: ``(B, K, M, L)`` windows (``None`` when no sample has audio).
+            num_samples: ``(B,)`` audio samples per sample (they decide the windows to encode).
+            steps: ``(B,)`` real encoder steps per sample (`audio_steps` of its samples).
+        """
+        batch = steps.shape[0]
+        device = steps.device
+        if input_features is None or batch == 0 or int(steps.max()) == 0:
+            if input_features is None and batch and int(steps.max()) > 0:
+                raise ValueError("input_features: missing, but audio_lengths say some samples have audio")
+            return torch.zeros(batch, 0, self.hidden_size, dtype=self.dtype, device=device)
+        if input_features.ndim != 4 or input_features.shape[0] != batch:
+            raise ValueError(
+                f"input_features: expected (batch={batch}, chunks, mel_bins, frames), got "
+                f"{tuple(input_features.shape)}"
+            )
+        if tuple(input_features.shape[2:]) != self.window_shape:
+            raise ValueError(
+                f"input_features: each window must be (mel_bins, frames) = {self.window_shape} for this Whisper "
+                f"encoder, got {tuple(input_features.shape[2:])} (a feature extractor with "
+                f"feature_size={self.window_shape[0]} and n_samples={self.samples_per_chunk})"
+            )
+        per_chunk = self.samples_per_chunk
+        chunks = torch.div(num_samples + per_chunk - 1, per_chunk, rounding_mode="floor")  # (B,)
+        if int(chunks.max()) > input_features.shape[1]:
+            raise ValueError(
+                f"input_features: audio_lengths={num_samples.tolist()} need {chunks.tolist()} windows of "
+                f"{per_chunk} samples but input_features has {input_features.shape[1]}"
+            )
+        encoded = self(input_features.to(device), chunks)  # (B, K * P, Da)
+        steps = steps.clamp(max=encoded.shape[1])
+        encoded = encoded[:, : int(steps.max())]  # (B, S, Da)
+        real = torch.arange(encoded.shape[1], device=device)[None, :] < steps[:, None]  # (B, S)
+        return encoded * real[..., None].to(encoded.dtype)

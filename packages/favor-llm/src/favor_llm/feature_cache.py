@@ -71,7 +71,7 @@ def _encoder_fingerprint(model: Any) -> str:
 
 
 #: The layout fields that change what is decoded (windows, queries and the synchroniser act after the encoders).
-_DECODING_FIELDS = ("fps", "sample_rate", "max_media_seconds", "image_repeat")
+_DECODING_FIELDS = ("fps", "sample_rate", "max_media_seconds", "repeat_image")
 
 
 def _decoding_settings(processor: Any) -> str:

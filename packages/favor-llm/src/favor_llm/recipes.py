@@ -160,7 +160,7 @@ def aveb_tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> Fa
         audio_feature_rates=[50.0],
         audio_hidden_size=32,
         sync_overflow="pool",  # 25 Whisper steps per frame at 2 fps, 8 slots: averaged in order
-        image_repeat=8,
+        repeat_image=8,
         max_media_seconds=30.0,
         qformer_config=qformer,
         text_config=text,
