@@ -1,5 +1,5 @@
 """Workspace sessions: ``nox -s tests`` (CI), ``tests_slow``, ``tests_isolated``, ``build``, ``tests_wheels``,
-``lint``, ``docs``, ``demo``, ``bench``.
+``lint``, ``docs``, ``demo``, ``aveb``, ``bench``.
 
 torch: a session first looks for a torch >= 2.10 already in its environment and installs nothing if there is one.
 When the Python that runs nox is a base interpreter (system, pyenv, conda; not a venv) that already has such a torch
@@ -175,9 +175,16 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(venv_params=WORKSPACE_VENV)
 def demo(session: nox.Session) -> None:
-    """The newcomer's first command: ``favor demo`` on the embedded tiny default (no downloads)."""
+    """The newcomer's first command: ``favor demo``, the shipped AVEB-mini model on fresh clips (no downloads)."""
     _install_all(session)
     session.run("favor", "demo", *session.posargs, env=ENV)
+
+
+@nox.session(venv_params=WORKSPACE_VENV)
+def aveb(session: nox.Session) -> None:
+    """AVEB-mini ablations at equal training budget over seeds (docs/results.md): ``nox -s aveb -- --seeds 0 1``."""
+    _install_all(session, "matplotlib>=3.8")
+    session.run("python", "benchmarks/aveb_ablations.py", *session.posargs, env=ENV)
 
 
 @nox.session

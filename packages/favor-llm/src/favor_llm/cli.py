@@ -3,7 +3,8 @@
     favor generate --model DIR --media clip.mp4 --question "What happens?"   answer a question about a video
     favor convert --released pytorch_model.pt --llm VICUNA --out DIR         convert a released FAVOR checkpoint
     favor info DIR | config.json | released                                  config, parameters, AV tokens/minute
-    favor demo                                                               tiny end-to-end run, offline
+    favor demo [--train]                                                     a small FAVOR trained on AVEB-mini answers fresh clips
+    favor train --config FILE.yaml                                           train FAVOR on your JSON Lines data
 
 User mistakes (a missing file, a directory that is not a model, a bad checkpoint, a bad option) print one line,
 ``favor <command>: error: ...``, to stderr and exit with status 2; ``--debug`` shows the traceback instead (and the
@@ -22,10 +23,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .progress import GenerationProgress
-
+from . import demo as demo_command
 from . import evaluate as evaluate_command
+from . import train as train_command
 from .aveb import command as aveb_command
+from .progress import GenerationProgress
 
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
@@ -57,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="FAVOR audio-visual LLM: answer questions about videos, convert released checkpoints.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
-    sub = parser.add_subparsers(dest="command", metavar="{generate,convert,info,demo}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{generate,convert,info,demo,aveb,evaluate,train}", parser_class=_Parser
+    )
     sub.required = True
 
     gen = sub.add_parser("generate", parents=[common], help="answer a question about a video, audio or image")
@@ -100,13 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
 
-    demo = sub.add_parser("demo", parents=[common], help="tiny end-to-end run: build, decode, train, answer")
-    demo.add_argument("--steps", type=_positive_int, default=150, help="training steps (default 150)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", type=Path, help="save the trained tiny model, its processor and the clip here")
-    demo.set_defaults(func=_cmd_demo)
+    demo_command.add_parser(sub, parents=[common])
     aveb_command.add_parser(sub)
     evaluate_command.add_parser(sub)
+    train_command.add_parser(sub, parents=[common])
     return parser
 
 
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         prog = (
             f"favor {command}"
-            if command in ("generate", "convert", "info", "demo", "aveb", "evaluate")
+            if command in ("generate", "convert", "info", "demo", "aveb", "evaluate", "train")
             else "favor"
         )
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
@@ -383,16 +384,6 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
     for name, src in (facts.get("component_sources") or {}).items():
         lines.append(f"  frozen {name:<9}from {src.get('name_or_path')}")
     return lines
-
-
-# --------------------------------------------------------------------------------------------------- demo
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"out: {args.out} is a file; expected a directory")
-    run_demo(steps=args.steps, seed=args.seed, out=args.out)
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

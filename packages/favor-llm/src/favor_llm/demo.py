@@ -1,32 +1,59 @@
-"""``favor demo``: the whole FAVOR pipeline on a tiny random model, offline, in well under a minute on a laptop CPU.
+"""``favor demo``: a small FAVOR trained on AVEB-mini answers questions about clips it has never seen.
 
-Steps: build the tiny model (`favor_llm.testing.tiny_model_and_processor`), write a real clip with PyAV (colours
-changing every second and a 1 kHz tone, `favor_avsync.testing.make_test_clip`), decode it through the processor
-(frames at 2 fps + 16 kHz audio -> Whisper features), train the LoRA adapters, the causal Q-Former and the
-projections on one question/answer pair (loss = cross-entropy + 0.01 x diversity loss, as released), then answer
-the question by greedy generation.
+Steps: load the checkpoint that ships inside this package (``favor_llm/demo_model``: the ``aveb-tiny`` recipe trained
+by ``favor train`` on AVEB-mini; ``demo_model/TRAINING.md`` records the exact commands, seed and config), write
+fresh AVEB-mini test clips with PyAV from a seed never used in training, decode them (frames at 2 fps + 16 kHz
+audio), answer every question by greedy generation, print a few questions with the model's answer and the truth,
+then the exact-match accuracy per task.
 
-The model is tiny and random: it can only memorise the one answer it is trained on. The demo shows that every part
-is wired together and trains (gradients reach exactly the trainable parts), not that the model understands video.
+``favor demo --train`` first retrains the same recipe from scratch (fresh training clips, `favor_llm.trainer`,
+frozen-feature cache) and then does the same with the model it trained.
 """
 
 from __future__ import annotations
 
+import argparse
+import random
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["DEMO_ANSWER", "DEMO_QUESTION", "DemoResult", "run_demo"]
+__all__ = [
+    "DEMO_MODEL_DIR",
+    "DEMO_TRAINING",
+    "DemoResult",
+    "add_parser",
+    "run",
+    "run_demo",
+    "ship_checkpoint",
+]
 
-DEMO_QUESTION = "What colour is the screen at the start?"
-DEMO_ANSWER = "It is red, then green, then blue."
-#: The clip: 4 s, colours red/green/blue/white for one second each, a 1 kHz tone at 1.5 s.
-CLIP_SECONDS = 4.0
-CLIP_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255))
+#: The shipped checkpoint (a full FAVOR checkpoint, LoRA merged, frozen parts embedded: a few hundred kB).
+DEMO_MODEL_DIR = Path(__file__).parent / "demo_model"
+#: The benchmark seed of the shipped model's training clips (train and validation splits); test seeds differ.
+TRAINING_SEED = 0
+#: How ``--train`` trains (`favor_llm.trainer.TrainConfig` fields; data paths are filled in at run time): the shipped
+#: model's settings (demo_model/train.yaml) with fewer steps, to fit the 5-minute budget on 2 CPU cores.
+DEMO_TRAINING: dict[str, Any] = {
+    "model": "aveb-tiny",
+    "tokenizer": "aveb",
+    "seed": 0,
+    "max_steps": 2000,
+    "per_device_train_batch_size": 16,
+    "learning_rate": 1e-3,
+    "warmup_ratio": 0.05,
+    "eval_steps": 0,
+    "save_steps": 0,
+    "logging_steps": 50,
+    "threads": 1,
+}
+#: Training clips for ``--train`` (and for the shipped model).
+TRAIN_EXAMPLES = 1920
 
 
 @dataclass
@@ -34,185 +61,212 @@ class DemoResult:
     """What `run_demo` measured.
 
     Attributes:
-        answer_before, answer: the generated answer before and after training.
-        losses, diversity_losses: per training step (total loss and the Q-Former diversity loss).
-        frames, windows, av_tokens: frames of the decoded clip, Q-Former windows, AV tokens given to the LLM.
-        trainable, frozen: parameter counts.
-        seconds: wall-clock time of the whole demo.
-        clip: path of the clip that was written (deleted when the demo ends unless ``out`` was given).
-        saved: where the trained model was saved (``out``), or None.
+        results: `favor_llm.evaluate.evaluate`'s output (``overall``, ``tasks``, ``predictions``).
+        seed: the benchmark seed of the test clips.
+        trained: whether the model was trained in this run (``--train``).
+        seconds: wall-clock time of the whole demo; ``train_seconds`` of the training part.
+        model_dir: the checkpoint that answered.
     """
 
-    answer_before: str = ""
-    answer: str = ""
-    losses: list[float] = field(default_factory=list)
-    diversity_losses: list[float] = field(default_factory=list)
-    frames: int = 0
-    windows: int = 0
-    av_tokens: int = 0
-    trainable: int = 0
-    frozen: int = 0
+    results: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    trained: bool = False
     seconds: float = 0.0
-    clip: Path | None = None
-    saved: Path | None = None
+    train_seconds: float = 0.0
+    model_dir: Path | None = None
 
 
 def run_demo(
-    steps: int = 150,
-    seed: int = 0,
+    train: bool = False,
+    examples: int = 96,
+    seed: int | None = None,
+    steps: int | None = None,
+    train_examples: int = TRAIN_EXAMPLES,
     out: str | Path | None = None,
-    lr: float = 5e-3,
     echo: Callable[[str], None] = print,
-    progress: bool = True,
+    progress: bool | None = None,
     threads: int | None = 1,
+    shown: int = 8,
 ) -> DemoResult:
-    """Run the demo (see the module docstring), printing as it goes through ``echo``.
+    """Run the demo (see the module docstring), printing through ``echo``.
 
     Args:
-        steps: training steps (>= 1).
-        seed: seeds the tiny model and the training.
-        out: if given, save the trained model, its processor and the clip there (then try ``favor info out`` and
-            ``favor generate --model out --media out/clip.mp4 --question ...``).
-        lr: AdamW learning rate.
-        echo: where lines go (``print`` by default).
-        progress: show tqdm progress bars (decoding, training, generation).
-        threads: torch CPU threads while the demo runs (restored after). One is fastest for a model this small:
-            with more, thread start-up and contention cost more than the tiny matrix products gain.
+        train: retrain from scratch first (``favor demo --train``).
+        examples: test clips (one question each, the tasks dealt round-robin).
+        seed: benchmark seed of the test clips (default: a random one >= 1; 0 made the training clips).
+        steps: training steps with ``train`` (default: the shipped model's, `DEMO_TRAINING`).
+        train_examples: training clips with ``train``.
+        out: keep the clips (and the trained model) there instead of in a temporary folder.
+        echo: where lines go.
+        progress: tqdm bars (None: only on a terminal).
+        threads: torch CPU threads while the demo runs (restored after); one is fastest for a model this small
+            (docs/training.md: more threads than free cores make every small matrix product wait).
+        shown: questions printed with the model's answer and the truth.
 
     Returns:
         The `DemoResult`.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    for name, value in (("examples", examples), ("train_examples", train_examples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
-    if not lr > 0:
-        raise ValueError(f"lr: expected > 0, got {lr!r}")
-    previous_threads = torch.get_num_threads()
+    if seed is None:
+        seed = random.SystemRandom().randint(1, 2**31 - 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+    if seed == TRAINING_SEED:
+        echo(f"note: seed {seed} made the training clips; the test split's clips still differ from them")
+    previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         if out is not None:
-            return _run(steps, seed, Path(out), True, lr, echo, progress)
-        with tempfile.TemporaryDirectory(prefix="favor-demo-") as scratch:  # the clip goes when the demo ends
-            return _run(steps, seed, Path(scratch), False, lr, echo, progress)
+            return _run(train, examples, seed, steps, train_examples, Path(out), echo, progress, shown)
+        with tempfile.TemporaryDirectory(prefix="favor-demo-") as scratch:
+            return _run(train, examples, seed, steps, train_examples, Path(scratch), echo, progress, shown)
     finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous)
 
 
 def _run(
-    steps: int, seed: int, workdir: Path, keep: bool, lr: float, echo: Callable[[str], None], progress: bool
+    train: bool,
+    examples: int,
+    seed: int,
+    steps: int | None,
+    train_examples: int,
+    workdir: Path,
+    echo: Callable[[str], None],
+    progress: bool | None,
+    shown: int,
 ) -> DemoResult:
-    from favor_avsync import load_media
-    from favor_avsync.testing import make_test_clip
-
-    from .testing import tiny_model_and_processor
+    from .aveb import generate
+    from .evaluate import evaluate, format_table
+    from .modeling import FavorModel
+    from .processing import FavorProcessor
 
     start = time.perf_counter()
-    result = DemoResult()
-    echo("FAVOR demo: a TINY model with RANDOM weights, built offline (no downloads).")
-    echo("It shows the pipeline working end to end; it can only memorise the one answer it is trained on.")
-
-    model, processor = tiny_model_and_processor(seed=seed)
-    result.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    result.frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    result = DemoResult(seed=seed, trained=train)
     echo(
-        f"[1/5] built the tiny model: {result.trainable:,} trainable + {result.frozen:,} frozen parameters "
-        f"({time.perf_counter() - start:.1f} s)"
+        "FAVOR demo: a tiny FAVOR (frozen encoders + synchroniser + causal Q-Former + LoRA LLM) on AVEB-mini."
     )
+    if train:
+        model_dir = _train(workdir, steps, train_examples, echo, progress)
+        result.train_seconds = time.perf_counter() - start
+        echo(f"[1/3] trained from scratch in {result.train_seconds:.1f} s -> {model_dir}")
+    else:
+        model_dir = DEMO_MODEL_DIR
+        echo(f"[1/3] loading the shipped checkpoint {model_dir} (how it was trained: TRAINING.md beside it)")
+    model = FavorModel.from_pretrained(model_dir)
+    processor = FavorProcessor.from_pretrained(model_dir)
+    result.model_dir = Path(model_dir)
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    clip_path = workdir / "clip.mp4"
-    make_test_clip(
-        clip_path,
-        duration=CLIP_SECONDS,
-        fps=10.0,
-        size=(64, 48),
-        colours=CLIP_COLOURS,
-        colour_period=1.0,
-        tone_at=1.5,
-        tone_seconds=0.5,
+    data = generate(
+        workdir / "test", split="test", num_examples=examples, seed=seed, overwrite=True, progress=progress
     )
-    result.clip = clip_path
-    echo(
-        f"[2/5] wrote a {CLIP_SECONDS:.0f} s clip with PyAV (red, green, blue, white; 1 kHz tone at 1.5 s): {clip_path}"
-    )
-
-    layout = processor.layout
-    clip = load_media(clip_path, fps=layout.fps, sample_rate=layout.sample_rate, progress=progress)
-    train_inputs = processor(text=DEMO_QUESTION, media=clip, answers=DEMO_ANSWER)
-    ask_inputs = processor(text=DEMO_QUESTION, media=clip)
-    result.frames = clip.num_frames
-    result.av_tokens = int((ask_inputs["input_ids"] == processor.av_token_id).sum())
-    result.windows = result.av_tokens // layout.num_queries
-    audio_seconds = 0.0 if clip.audio is None else clip.audio.shape[0] / clip.sample_rate
-    echo(
-        f"[3/5] decoded it: {result.frames} frames at {layout.fps:g} fps + {audio_seconds:.1f} s of audio -> "
-        f"{result.windows} windows x {layout.num_queries} queries = {result.av_tokens} AV tokens in the prompt"
-    )
-    answer_tokens = len(processor.tokenizer(DEMO_ANSWER, add_special_tokens=False)["input_ids"]) + 1
-    result.answer_before = _answer(model, processor, ask_inputs, answer_tokens + 4, progress)
-    echo(f"      before training it answers: {result.answer_before!r}")
-
-    echo(
-        f"[4/5] training LoRA + causal Q-Former + projections on one question/answer pair ({steps} steps, "
-        f"loss = answer cross-entropy + {model.config.diversity_loss_weight:g} x diversity loss)"
-    )
-    _train(model, train_inputs, steps, seed, lr, result, progress)
-    echo(
-        f"      loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; diversity loss (mean cosine between a "
-        f"window's queries, lower = more diverse) {result.diversity_losses[0]:.4f} -> {result.diversity_losses[-1]:.4f}"
-    )
-
-    result.answer = _answer(model, processor, ask_inputs, answer_tokens + 4, progress)
-    echo(f"[5/5] Q: {DEMO_QUESTION}")
-    echo(f"      A: {result.answer}")
-    if result.answer == DEMO_ANSWER:
-        echo("      (the answer it was trained on: memorised, as a tiny random model can)")
-    if keep:
-        model.save_frozen_components(workdir / "frozen")
-        model.save_pretrained(workdir)
-        processor.save_pretrained(workdir)
-        result.saved = workdir
-    result.seconds = time.perf_counter() - start
+    echo(f"[2/3] wrote {examples} fresh AVEB-mini test clips with PyAV (seed {seed}, never used in training)")
+    results = evaluate(model, processor, data, batch_size=32, max_new_tokens=4, progress=progress)
+    result.results = results
+    echo(f"[3/3] decoded them and answered every question ({time.perf_counter() - start:.1f} s so far)")
     echo("")
-    echo("summary")
-    echo(f"  media        {result.frames} frames, {result.windows} windows, {result.av_tokens} AV tokens")
-    echo(f"  parameters   {result.trainable:,} trainable, {result.frozen:,} frozen")
-    echo(f"  time         {result.seconds:.1f} s (steps 1-5, after Python start-up and imports)")
-    if result.saved is not None:
-        echo(f"  saved        {workdir}  (next: favor info {workdir}")
-        echo(
-            f'               favor generate --model {workdir} --media {clip_path} --question "{DEMO_QUESTION}")'
-        )
+    seen: set[str] = set()
+    picked = []
+    for row in results["predictions"]:  # one question per task first, then the rest in order
+        if row["task"] not in seen:
+            seen.add(row["task"])
+            picked.append(row)
+    for row in picked[:shown]:
+        mark = "ok " if row["correct"] else "XX "
+        echo(f"  {mark}Q: {row['question']:<56} model: {row['prediction']:<8} truth: {row['answer']}")
+    echo("")
+    echo(format_table(results))
+    result.seconds = time.perf_counter() - start
+    echo(f"demo finished in {result.seconds:.1f} s")
     return result
 
 
-def _train(model, inputs, steps: int, seed: int, lr: float, result: DemoResult, progress: bool) -> None:
-    from tqdm.auto import tqdm
+def _train(
+    workdir: Path, steps: int | None, train_examples: int, echo: Callable[[str], None], progress: bool | None
+) -> Path:
+    from .aveb import generate
+    from .trainer import TrainConfig, run_training
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        bar = tqdm(range(steps), desc="      training", unit="step", disable=not progress, leave=True)
-        for _ in bar:
-            out = model(**inputs)
-            optimiser.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimiser.step()
-            result.losses.append(out.loss.item())
-            result.diversity_losses.append(out.diversity_loss.item())
-            bar.set_postfix(loss=f"{result.losses[-1]:.3f}", diversity=f"{result.diversity_losses[-1]:.4f}")
-        bar.close()
-    model.eval()
+    data = generate(
+        workdir / "train",
+        split="train",
+        num_examples=train_examples,
+        seed=TRAINING_SEED,
+        overwrite=True,
+        progress=progress,
+    )
+    echo(f"      wrote {train_examples} training clips (seed {TRAINING_SEED}); training the aveb-tiny recipe")
+    settings = dict(DEMO_TRAINING, output_dir=str(workdir / "run"), train_file=str(data), resume="never")
+    settings["feature_cache"] = str(workdir / "feature_cache")
+    if steps is not None:
+        settings["max_steps"] = steps
+    trained = run_training(TrainConfig(**settings))
+    return trained.final_dir
 
 
-def _answer(model, processor, inputs, max_new_tokens: int, progress: bool) -> str:
-    from .progress import GenerationProgress
+def ship_checkpoint(final_dir: str | Path, target: str | Path = DEMO_MODEL_DIR, notes: str = "") -> Path:
+    """Write the trained model in ``final_dir`` as the demo's checkpoint: a full checkpoint (LoRA merged, frozen
+    parts embedded, so it loads from inside the installed package) plus its processor and ``TRAINING.md``
+    (``notes``: how it was trained). Replaces what ``target`` held."""
+    import shutil
 
-    streamer = GenerationProgress(max_new_tokens, desc="      generating") if progress else None
-    with torch.no_grad():
-        generated = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer
-        )
-    return processor.decode_answers(generated, inputs)[0]
+    from .modeling import FavorModel
+    from .processing import FavorProcessor
+
+    target = Path(target)
+    model = FavorModel.from_pretrained(final_dir)
+    processor = FavorProcessor.from_pretrained(final_dir)
+    if target.exists():
+        shutil.rmtree(target)
+    model.save_pretrained(target, merge_lora=True)
+    processor.save_pretrained(target)
+    (target / "TRAINING.md").write_text(notes)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------- command
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_parser(subparsers: Any, **kwargs: Any) -> argparse.ArgumentParser:
+    """Register ``favor demo`` (``kwargs`` go to ``add_parser``, e.g. ``parents``)."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="a small FAVOR trained on AVEB-mini answers fresh clips; --train retrains it first",
+        **kwargs,
+    )
+    parser.add_argument("--train", action="store_true", help="retrain the model from scratch first")
+    parser.add_argument("--examples", type=_positive, default=96, help="test clips (default 96)")
+    parser.add_argument("--seed", type=int, help="benchmark seed of the test clips (default: random)")
+    parser.add_argument("--steps", type=_positive, help="training steps with --train (default: as shipped)")
+    parser.add_argument(
+        "--train-examples", type=_positive, default=TRAIN_EXAMPLES, help="training clips with --train"
+    )
+    parser.add_argument("--out", type=Path, help="keep the clips (and a trained model) in this folder")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"out: {args.out} is a file; expected a directory")
+    run_demo(
+        train=args.train,
+        examples=args.examples,
+        seed=args.seed,
+        steps=args.steps,
+        train_examples=args.train_examples,
+        out=args.out,
+    )
+    return 0

@@ -1,0 +1,149 @@
+"""AVEB-mini ablations at equal training budget over several seeds (``nox -s aveb``; results in docs/results.md).
+
+Every variant is the ``aveb-tiny`` recipe with one change, trained with the same data, steps, batch size and
+learning rate by `favor_llm.trainer.run_training` (one frozen-feature cache shared by all: the variants below change
+only what acts after the frozen encoders, so their features are computed once), then scored on the test split per
+task with the teacher-forced exact match (equal to greedy generation's, see docs/training.md).
+
+    python benchmarks/aveb_ablations.py --data aveb --out ablations --seeds 0 1 2 --steps 1000
+
+Writes ``OUT/results.json`` (every run's per-task accuracy), ``OUT/table.md`` (mean and spread over seeds) and, when
+matplotlib is installed, ``OUT/loss_curves.png`` (training answer cross-entropy of each variant, seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+#: variant name -> `FavorConfig` overrides of the recipe (``qformer_config`` entries are merged into the recipe's).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "favor": {},
+    "no_causal": {"qformer_config": {"causal": False}},
+    "no_diversity": {"diversity_loss_weight": 0.0},
+    "diversity_0.1": {"diversity_loss_weight": 0.1},
+    "diversity_1": {"diversity_loss_weight": 1.0},
+    "window_1": {"qformer_config": {"window_size": 1, "window_stride": 1}},
+    "window_8": {"qformer_config": {"window_size": 8, "window_stride": 8}},
+    "fps_1": {"fps": 1.0},
+    "fps_4": {
+        "fps": 4.0,
+        "qformer_config": {"window_size": 8, "window_stride": 8, "max_position_embeddings": 64},
+    },
+}
+
+
+def run_variant(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from favor_llm.trainer import TrainConfig, run_training
+
+    out = Path(args.out) / f"{name}-seed{seed}"
+    config = TrainConfig(
+        output_dir=str(out),
+        train_file=str(Path(args.data) / "train.jsonl"),
+        test_file=str(Path(args.data) / "test.jsonl"),
+        model="aveb-tiny",
+        model_overrides=VARIANTS[name],
+        tokenizer="aveb",
+        seed=seed,
+        max_steps=args.steps,
+        per_device_train_batch_size=16,
+        learning_rate=args.learning_rate,
+        eval_steps=0,
+        save_steps=0,
+        logging_steps=25,
+        resume="never",
+        feature_cache=args.cache or str(Path(args.out) / "feature_cache"),
+        threads=1,
+    )
+    start = time.perf_counter()
+    result = run_training(config)
+    metrics = {k.removeprefix("test_"): v for k, v in result.test_metrics.items() if "accuracy" in k}
+    return {"variant": name, "seed": seed, "seconds": time.perf_counter() - start, **metrics}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    tasks = sorted({k.removeprefix("accuracy_") for r in rows for k in r if k.startswith("accuracy_")})
+    lines = ["| variant | seeds | overall | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 3) + "|"]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        runs = [r for r in rows if r["variant"] == name]
+
+        def cell(key: str, runs: list[dict[str, Any]] = runs) -> str:
+            values = [100 * r[key] for r in runs if key in r]
+            spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+            return f"{statistics.mean(values):.1f} ± {spread:.1f}"
+
+        cells = [cell("accuracy")] + [cell(f"accuracy_{t}") for t in tasks]
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(out: Path, names: list[str]) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in names:
+        path = out / f"{name}-seed0" / "metrics.csv"
+        if not path.is_file():
+            continue
+        rows = [r for r in csv.DictReader(path.open()) if r["name"] == "lm_loss"]
+        ax.plot([int(r["step"]) for r in rows], [float(r["value"]) for r in rows], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("answer cross-entropy (training)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    target = out / "loss_curves.png"
+    fig.savefig(target, dpi=120)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="aveb", help="AVEB-mini folder (generated with seed 0 if missing)")
+    parser.add_argument("--out", default="ablations")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--cache", help="feature cache directory (default OUT/feature_cache)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    if not (Path(args.data) / "train.jsonl").is_file():
+        from favor_llm.aveb import generate_splits
+
+        generate_splits(args.data, seed=0, train=1920, val=0, test=384)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    rows = json.loads(results_file.read_text()) if results_file.is_file() else []
+    done = {(r["variant"], r["seed"]) for r in rows}
+    for seed in args.seeds:
+        for name in args.variants:
+            if (name, seed) in done:
+                continue
+            rows.append(run_variant(name, seed, args))
+            results_file.write_text(
+                json.dumps(rows, indent=2) + "\n"
+            )  # partial results survive an interruption
+            print(
+                f"{name} seed {seed}: {100 * rows[-1]['accuracy']:.1f}% ({rows[-1]['seconds']:.0f} s)",
+                flush=True,
+            )
+    (out / "table.md").write_text(table(rows) + "\n")
+    print(table(rows))
+    curves = plot(out, args.variants)
+    if curves is not None:
+        print(f"loss curves: {curves}")
+
+
+if __name__ == "__main__":
+    main()
