@@ -24,12 +24,30 @@ WHISPER_HOP_LENGTH = 160
 WHISPER_CONV_STRIDE = 2
 
 
-def chunk_samples(config: PretrainedConfig, sample_rate: int = 16000) -> int:
-    """Audio samples one encoder window covers (Whisper large: 1500 steps x 2 x 160 = 480000 = 30 s)."""
+def chunk_samples(
+    config: PretrainedConfig, sample_rate: int = 16000, chunk_seconds: float | None = None
+) -> int:
+    """Audio samples one encoder chunk covers: the encoder's window (Whisper large: 1500 steps x 2 x 160 = 480000
+    = 30 s), or ``chunk_seconds`` of it (`FavorConfig.audio_chunk_seconds`: each chunk is encoded alone, padded to
+    the window, so a stream needs no audio past the chunk; see `favor_llm.streaming`).
+
+    Raises:
+        ValueError: ``chunk_seconds`` longer than the window or not a whole number of encoder steps.
+    """
     if config.model_type != "whisper":
         raise ValueError(f"audio_configs: only Whisper encoders are supported, got {config.model_type!r}")
     del sample_rate  # Whisper's window is defined in samples at its own 16 kHz
-    return int(config.max_source_positions) * WHISPER_CONV_STRIDE * WHISPER_HOP_LENGTH
+    step = WHISPER_CONV_STRIDE * WHISPER_HOP_LENGTH
+    window = int(config.max_source_positions) * step
+    if chunk_seconds is None:
+        return window
+    samples = round(float(chunk_seconds) * 16000)
+    if not 0 < samples <= window or samples % step or abs(samples - float(chunk_seconds) * 16000) > 1e-6:
+        raise ValueError(
+            f"audio_chunk_seconds: expected a multiple of {step / 16000:g} s (one encoder step) in (0, "
+            f"{window / 16000:g}] (the encoder's window), got {chunk_seconds!r}"
+        )
+    return samples
 
 
 def num_chunks(num_samples: int, samples_per_chunk: int) -> int:
@@ -62,16 +80,23 @@ class AudioEncoder(nn.Module):
         return self.encoder.conv1.weight.dtype
 
     def forward(
-        self, input_features: torch.Tensor, chunks: torch.Tensor, chunk_batch_size: int = 16
+        self,
+        input_features: torch.Tensor,
+        chunks: torch.Tensor,
+        chunk_batch_size: int = 16,
+        steps_per_chunk: int | None = None,
     ) -> torch.Tensor:
         """Encode the real chunks of every sample and lay them end to end.
 
         Args:
             input_features: ``(B, K, M, L)`` log-mel windows (padding windows are never encoded).
             chunks: ``(B,)`` real windows per sample.
+            chunk_batch_size: windows per encoder call.
+            steps_per_chunk: encoder steps kept from each window (``C <= P``; default ``P``): a chunk shorter than
+                the window (`FavorConfig.audio_chunk_seconds`) fills only its first ``C`` steps.
 
         Returns:
-            ``(B, K * P, Da)`` features; steps of padding windows are zero.
+            ``(B, K * C, Da)`` features; steps of padding windows are zero.
         """
         batch, max_chunks = input_features.shape[:2]
         real = torch.arange(max_chunks, device=chunks.device)[None, :] < chunks[:, None]  # (B, K)
@@ -90,4 +115,5 @@ class AudioEncoder(nn.Module):
                 ]
             )  # (sum K, P, Da)
             out[real.to(out.device)] = encoded
-        return out.reshape(batch, max_chunks * self.steps_per_chunk, self.hidden_size)
+        keep = self.steps_per_chunk if steps_per_chunk is None else int(steps_per_chunk)
+        return out[:, :, :keep].reshape(batch, max_chunks * keep, self.hidden_size)

@@ -673,14 +673,17 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
                     f"got {tuple(feats.shape[2:])} (a feature extractor with feature_size={window[0]} and "
                     f"n_samples={chunk_samples(cfg, sample_rate)})"
                 )
-            per_chunk = chunk_samples(cfg, sample_rate)
+            per_chunk = chunk_samples(cfg, sample_rate, self.config.audio_chunk_seconds)
             chunks = torch.div(audio_lengths + per_chunk - 1, per_chunk, rounding_mode="floor")
             if int(chunks.max()) > feats.shape[1]:
                 raise ValueError(
                     f"input_features: audio_lengths={audio_lengths.tolist()} need {chunks.tolist()} windows of "
                     f"{per_chunk} samples but input_features has {feats.shape[1]}"
                 )
-            encoded = enc(feats.to(device), chunks)  # (B, K * P, Da)
+            # (B, K * C, Da): C = the steps one chunk fills (P, or fewer with config.audio_chunk_seconds)
+            encoded = enc(
+                feats.to(device), chunks, steps_per_chunk=int(audio_steps(per_chunk, rate, sample_rate))
+            )
             steps = steps.clamp(max=encoded.shape[1])
             encoded = encoded[:, : int(steps.max())]  # (B, S, Da)
             real = torch.arange(encoded.shape[1], device=device)[None, :] < steps[:, None]  # (B, S)
@@ -914,6 +917,14 @@ class FavorModel(FavorPreTrainedModel, GenerationMixin):
             )
 
     # ---------------------------------------------------------------------------------------------- generation
+    def stream(self, processor: Any, **kwargs: Any) -> Any:
+        """Start a `favor_llm.streaming.StreamingSession`: feed media as it arrives, ask questions at any time
+        (each window encoded once into the KV cache). ``kwargs`` go to the session (``prompt``, ``instruction``,
+        ``context_policy``, ...)."""
+        from .streaming import StreamingSession
+
+        return StreamingSession(self, processor, **kwargs)
+
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """`GenerationMixin.generate`, with the AV placeholder id suppressed: a generated placeholder would be read
         as a media slot on the next uncached step. See `transformers.GenerationMixin.generate` for arguments."""

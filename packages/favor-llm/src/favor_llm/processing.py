@@ -524,7 +524,9 @@ class FavorProcessor(ProcessorMixin):
         if any(a is not None for a in audio):
             out["audio_lengths"] = torch.tensor([0 if a is None else a.shape[0] for a in audio])
             for k, fe in enumerate(self.feature_extractors):
-                out["input_features" if k == 0 else f"input_features_{k}"] = self._audio_windows(fe, audio)
+                out["input_features" if k == 0 else f"input_features_{k}"] = self._audio_windows(
+                    fe, audio, self.layout.audio_chunk_seconds
+                )
         return out
 
     def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
@@ -533,9 +535,14 @@ class FavorProcessor(ProcessorMixin):
         return result["pixel_values"]
 
     @staticmethod
-    def _audio_windows(fe: Any, audio: list[torch.Tensor | None]) -> torch.Tensor:
-        """Waveforms -> ``(B, K, M, L)`` log-mel windows of ``fe.n_samples`` samples each (the last zero-padded)."""
+    def _audio_windows(
+        fe: Any, audio: list[torch.Tensor | None], chunk_seconds: float | None = None
+    ) -> torch.Tensor:
+        """Waveforms -> ``(B, K, M, L)`` log-mel windows of ``fe.n_samples`` samples each (the last zero-padded), or
+        of ``chunk_seconds`` of audio each (padded to the window; `FavorConfig.audio_chunk_seconds`)."""
         per_window = int(fe.n_samples)
+        if chunk_seconds is not None:
+            per_window = min(per_window, round(chunk_seconds * int(fe.sampling_rate)))
         windows, counts = [], []
         for a in audio:
             if a is None:
