@@ -136,6 +136,29 @@ class StreamingSession:
         """Tokens in the KV cache (prompt prefix + windows)."""
         return self.context.length
 
+    def memory(self) -> dict[str, int]:
+        """What the stream holds now: ``cache_bytes`` (the KV cache), ``stored_bytes`` (window embeddings kept for
+        re-prefill), ``buffered_frames`` / ``buffered_chunks`` (encoded media waiting for a window) and
+        ``pending_samples`` (audio waiting for a full chunk). Bounded over any stream length with ``keep_recent``."""
+        cache = self.context.cache
+        layers = getattr(cache, "layers", [])
+        cache_bytes = sum(
+            t.numel() * t.element_size()
+            for layer in layers
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+            if t is not None
+        )
+        stored = sum(
+            w.embeds.numel() * w.embeds.element_size() for w in self.context.windows if w.embeds is not None
+        )
+        return {
+            "cache_bytes": int(cache_bytes),
+            "stored_bytes": int(stored),
+            "buffered_frames": len(self._frames),
+            "buffered_chunks": len(self._chunks),
+            "pending_samples": int(self._pending_audio.shape[0]),
+        }
+
     def input_ids(self) -> torch.Tensor:
         """``(1, L)`` the cached prompt as token ids (AV tokens as the placeholder id): with the media and a question
         suffix, the offline input that gives the same answer (used with ``window_times=True``)."""
