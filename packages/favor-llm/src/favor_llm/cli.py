@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="FAVOR audio-visual LLM: answer questions about videos, convert released checkpoints.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
-    sub = parser.add_subparsers(dest="command", metavar="{generate,convert,info,demo}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{generate,convert,info,demo,stream}", parser_class=_Parser
+    )
     sub.required = True
 
     gen = sub.add_parser("generate", parents=[common], help="answer a question about a video, audio or image")
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, help="save the trained tiny model, its processor and the clip here")
     demo.set_defaults(func=_cmd_demo)
+    from .streaming import cli as stream_cli
+
+    stream_cli.add_parser(sub)
     return parser
 
 
@@ -154,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # user mistakes: files, directories, checkpoints, arguments
         if debug:
             raise
-        prog = f"favor {command}" if command in ("generate", "convert", "info", "demo") else "favor"
+        prog = f"favor {command}" if command in ("generate", "convert", "info", "demo", "stream") else "favor"
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
 
