@@ -27,16 +27,43 @@ def _logits(model, inputs):
         return model(**inputs).logits
 
 
+def test_save_without_sources_embeds_the_frozen_parts(fresh_tiny, inputs, tmp_path, caplog):
+    model, _ = fresh_tiny  # built from a config: its frozen parts have no source
+    with caplog.at_level("WARNING", logger="favor_llm"):
+        model.save_pretrained(tmp_path / "self_contained")
+    notes = [r for r in caplog.records if "no component_sources" in r.getMessage()]
+    assert len(notes) == 1 and "vision, audio_0, text" in notes[0].getMessage()
+    sources = json.loads((tmp_path / "self_contained" / "config.json").read_text())["component_sources"]
+    assert {k: v["embedded"] for k, v in sources.items()} == {"vision": True, "audio_0": True, "text": True}
+    assert (
+        json.loads((tmp_path / "self_contained" / "favor_checkpoint.json").read_text())["format"] == "delta"
+    )
+    loaded = FavorModel.from_pretrained(tmp_path / "self_contained")
+    assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))
+    for (n, p), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n == n2 and torch.equal(p, p2), n
+    # the reloaded model knows where its frozen parts are: its own save is a small delta again, no log line
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="favor_llm"):
+        loaded.save_pretrained(tmp_path / "delta_again")
+    assert not [r for r in caplog.records if "no component_sources" in r.getMessage()]
+    assert not (tmp_path / "delta_again" / "vision").exists()
+    assert torch.equal(
+        _logits(FavorModel.from_pretrained(tmp_path / "delta_again"), inputs), _logits(model, inputs)
+    )
+
+
 def test_delta_round_trip_is_bit_identical(fresh_tiny, inputs, tmp_path):
     model, _ = fresh_tiny
-    with pytest.raises(ValueError, match="component_sources"):
-        model.save_pretrained(tmp_path / "nowhere")  # the frozen parts have no source yet
     model.save_frozen_components(tmp_path / "base")
     model.save_pretrained(tmp_path / "delta")
     saved = load_file(str(tmp_path / "delta" / "model.safetensors"))
     # the delta holds only trainable non-LoRA weights; LoRA is in the peft adapter
     assert saved and all(
-        k.startswith(("audio_projections.", "qformer.", "language_projection.")) for k in saved
+        k.startswith(
+            ("media_encoder.audio_projections.", "media_encoder.causal_qformer.", "language_projection.")
+        )
+        for k in saved
     )
     assert (tmp_path / "delta" / "adapter" / "adapter_model.safetensors").is_file()
     loaded = FavorModel.from_pretrained(tmp_path / "delta")
@@ -96,7 +123,7 @@ def test_missing_and_mismatched_weights_fail_loudly(fresh_tiny, tmp_path):
     with pytest.raises(ValueError, match="shape mismatch"):
         FavorModel.from_pretrained(tmp_path / "delta")
     extra = dict(weights)
-    extra["qformer.surprise"] = torch.zeros(1)
+    extra["media_encoder.causal_qformer.surprise"] = torch.zeros(1)
     save_file(extra, str(path))
     with pytest.raises(ValueError, match="unexpected"):
         FavorModel.from_pretrained(tmp_path / "delta")
@@ -132,7 +159,10 @@ def test_trainable_state_dict(tiny):
     model, _ = tiny
     state = model.trainable_state_dict()
     assert state and all(
-        k.startswith(("audio_projections.", "qformer.", "language_projection.")) or "lora_" in k
+        k.startswith(
+            ("media_encoder.audio_projections.", "media_encoder.causal_qformer.", "language_projection.")
+        )
+        or "lora_" in k
         for k in state
     )
 
@@ -174,7 +204,9 @@ def test_dtype_given_as_a_string_or_auto(fresh_tiny, inputs, tmp_path):
     model.save_pretrained(tmp_path / "full", merge_lora=True)
     named = FavorModel.from_pretrained(tmp_path / "full", dtype="bfloat16")
     assert named.causal_lm.dtype == torch.bfloat16 and named.vision.dtype == torch.bfloat16
-    assert next(named.qformer.parameters()).dtype == torch.float32  # kept in fp32 as with torch.bfloat16
+    assert (
+        next(named.causal_qformer.parameters()).dtype == torch.float32
+    )  # kept in fp32 as with torch.bfloat16
     auto = FavorModel.from_pretrained(tmp_path / "full", dtype="auto")  # a float32 checkpoint stays float32
     assert auto.causal_lm.dtype == torch.float32
     assert torch.equal(_logits(auto, inputs), _logits(FavorModel.from_pretrained(tmp_path / "full"), inputs))
@@ -182,7 +214,7 @@ def test_dtype_given_as_a_string_or_auto(fresh_tiny, inputs, tmp_path):
     # a bfloat16 checkpoint loads as saved
     auto16 = FavorModel.from_pretrained(tmp_path / "bf16", dtype="auto")
     assert auto16.causal_lm.dtype == torch.bfloat16 and auto16.vision.dtype == torch.bfloat16
-    assert next(auto16.qformer.parameters()).dtype == torch.float32
+    assert next(auto16.causal_qformer.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="dtype"):
         FavorModel.from_pretrained(tmp_path / "full", dtype="bfloat17")
 

@@ -145,8 +145,9 @@ def test_info_released_json(capsys):
     params = info["parameters"]
     assert params["trainable"] + params["frozen"] == params["total"]
     assert params["components"]["vision"]["trainable"] == 0
-    assert params["components"]["qformer"]["frozen"] == 0
-    assert params["components"]["language_model"]["trainable"] > 0  # LoRA r=32 on q/k/v/o
+    assert params["components"]["causal_qformer"]["frozen"] == 0
+    assert params["components"]["lora"]["trainable"] > 0  # LoRA r=32 on q/k/v/o
+    assert params["components"]["text"]["trainable"] == 0
     assert info["lora"] == {
         "r": 32,
         "alpha": 32,

@@ -68,7 +68,7 @@ def test_two_audio_encoders(media):
     ]
     model, processor = tiny_model_and_processor(audio_configs=audio, audio_feature_rates=[50.0, 50.0])
     # 32 visual + 2 x 32 projected audio
-    assert model.config.qformer_config["encoder_hidden_size"] == 96
+    assert model.config.causal_qformer_config.encoder_hidden_size == 96
     assert [p.in_features for p in model.audio_projections] == [32, 48]
     inputs = processor(
         text=["What?", "Sound?"],

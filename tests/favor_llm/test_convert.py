@@ -56,7 +56,7 @@ def _reference_sized_model():
         "max_position_embeddings": 4096,
     }
     return tiny_model_and_processor(
-        seed=0, vision_qformer_config=vision_qformer, audio_hidden_size=48, qformer_config=qformer
+        seed=0, vision_qformer_config=vision_qformer, audio_hidden_size=48, causal_qformer_config=qformer
     )
 
 
@@ -127,17 +127,17 @@ def test_converted_checkpoint_reproduces_released_qformer(parts, reference_dir, 
     assert error <= ATOL, f"converted Q-Former differs from the released outputs by {error:.3g}"
     state = loaded.state_dict()
     torch.testing.assert_close(
-        state["audio_projections.0.weight"], released["speech_pre_qformer_proj.weight"].data
+        state["media_encoder.audio_projections.0.weight"], released["speech_pre_qformer_proj.weight"].data
     )
     torch.testing.assert_close(state["language_projection.bias"], released["llama_proj.bias"].data)
     lora = "base_model.model.model.layers.1.self_attn.v_proj.lora_B"
     torch.testing.assert_close(
         state[f"language_model.{lora}.default.weight"], released[f"llama_model.{lora}.default.weight"].data
     )
-    assert loaded.config.qformer_config["causal_attends_window_padding"] is True
+    assert loaded.config.causal_qformer_config.causal_attends_window_padding is True
     report = json.loads((out / "favor_conversion.json").read_text())
     assert report["skipped"] == {"video_Qformer.bert.embeddings.position_ids": "unused buffer"}
-    assert report["renamed"]["speech_pre_qformer_proj.weight"] == "audio_projections.0.weight"
+    assert report["renamed"]["speech_pre_qformer_proj.weight"] == "media_encoder.audio_projections.0.weight"
 
 
 def test_converted_model_answers_through_its_processor(parts, reference_dir, tmp_path):

@@ -78,11 +78,15 @@ def test_get_av_features_from_frozen_features(tiny, batch):
     frozen, _ = _frozen_inputs(model, batch)
     raw_media = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
     with torch.no_grad():
-        tokens, mask, div = model.get_av_features(**raw_media)
-        tokens_f, mask_f, div_f = model.get_av_features(**frozen)
-    torch.testing.assert_close(tokens_f, tokens, atol=1e-6, rtol=0)
-    assert torch.equal(mask_f, mask)
-    torch.testing.assert_close(div_f, div, atol=1e-6, rtol=0)
+        raw = model.get_av_features(**raw_media)
+        cached = model.get_av_features(**frozen)
+    torch.testing.assert_close(cached.av_embeds, raw.av_embeds, atol=1e-6, rtol=0)
+    torch.testing.assert_close(cached.av_tokens, raw.av_tokens, atol=1e-6, rtol=0)
+    assert torch.equal(cached.window_mask, raw.window_mask)
+    torch.testing.assert_close(cached.diversity_loss, raw.diversity_loss, atol=1e-6, rtol=0)
+    # projected into the LLM's embedding space: (B, W, Q, E)
+    assert raw.av_embeds.shape == (*raw.av_tokens.shape[:3], model.config.text_config.hidden_size)
+    torch.testing.assert_close(raw.av_embeds, model.language_projection(raw.av_tokens))
 
 
 def test_frozen_features_train_the_same_parameters(fresh_tiny, media):

@@ -53,17 +53,22 @@ def test_training_step_touches_only_trainable_parameters(fresh_tiny, media):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "nothing to train"
     assert all(
-        n.startswith(("audio_projections.", "qformer.", "language_projection.")) or "lora_" in n
+        n.startswith(
+            ("media_encoder.audio_projections.", "media_encoder.causal_qformer.", "language_projection.")
+        )
+        or "lora_" in n
         for n in trainable
     )
-    assert any("lora_" in n for n in trainable) and any(n.startswith("qformer.") for n in trainable)
+    assert any("lora_" in n for n in trainable) and any(
+        n.startswith("media_encoder.causal_qformer.") for n in trainable
+    )
     for n, p in model.named_parameters():
         if n in trainable:
             assert p.grad is not None, n
         else:
             assert p.grad is None, n
     # gradients reach every trainable block (LoRA A gets none while B is zero, but B is random in the tiny model)
-    for prefix in ("audio_projections.0.weight", "language_projection.weight"):
+    for prefix in ("media_encoder.audio_projections.0.weight", "language_projection.weight"):
         assert dict(model.named_parameters())[prefix].grad.abs().sum() > 0
     assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_A" in n)
     torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
@@ -123,7 +128,7 @@ def test_image_is_a_repeated_frame(tiny, media):
     model, processor = tiny
     image = media["image"]
     as_image = processor(text="q", media={"image": image})
-    repeats = model.config.image_repeat
+    repeats = model.config.repeat_image
     as_video = processor(text="q", media={"video": image.permute(2, 0, 1)[None].expand(repeats, -1, -1, -1)})
     with torch.no_grad():
         a, b = model(**as_image), model(**as_video)
@@ -174,7 +179,7 @@ def test_mixed_precision_forward_is_finite(media):
     from favor_llm.testing import tiny_model_and_processor
 
     model, processor = tiny_model_and_processor(dtype=torch.bfloat16)
-    assert next(model.qformer.parameters()).dtype == torch.float32  # kept in fp32
+    assert next(model.causal_qformer.parameters()).dtype == torch.float32  # kept in fp32
     assert model.causal_lm.get_input_embeddings().weight.dtype == torch.bfloat16
     inputs = processor(
         text=["q", "r"], media=[{"video": media["video"], "audio": media["audio"]}, None], answers=["a", "b"]
@@ -283,13 +288,18 @@ def test_gradient_checkpointing_gives_the_same_gradients(media):
     grads = []
     for checkpointing in (False, True):
         model, processor = tiny_model_and_processor(seed=0, lora_dropout=0.0)
-        model.qformer.config.dropout = 0.0  # no dropout anywhere, so both runs compute the same function
-        for m in model.qformer.modules():
+        model.causal_qformer.config.dropout = (
+            0.0  # no dropout anywhere, so both runs compute the same function
+        )
+        for m in model.causal_qformer.modules():
             if isinstance(getattr(m, "dropout", None), float):
                 m.dropout = 0.0
         if checkpointing:
             model.gradient_checkpointing_enable()
-            assert model.causal_lm.is_activation_checkpointing and model.qformer.config.gradient_checkpointing
+            assert (
+                model.causal_lm.is_activation_checkpointing
+                and model.causal_qformer.config.gradient_checkpointing
+            )
         model.train()
         inputs = processor(
             text=["q", "r"],

@@ -245,7 +245,7 @@ def test_a_media_clip_at_another_frame_rate_is_refused(tiny, clip_path):
 def _two_encoder_processor(chat_template=None):
     """A processor with two audio feature extractors of different settings and no Q-Former tokenizer."""
     layout = AVLayout(
-        audio_feature_rates=[50.0, 50.0], window_size=4, window_stride=4, num_queries=4, image_repeat=8
+        audio_feature_rates=[50.0, 50.0], window_size=4, window_stride=4, num_queries=4, repeat_image=8
     )
     extractors = [
         WhisperFeatureExtractor(feature_size=80, chunk_length=5),
@@ -309,27 +309,22 @@ def test_bad_construction_and_bad_saved_files_are_clear_errors(tmp_path):
         FavorProcessor.from_pretrained(tmp_path)
 
 
-def test_the_earlier_directory_layout_still_loads(tiny, media, tmp_path):
-    """``favor_processor_config.json`` + ``image_processor/`` + ``feature_extractor_<k>/`` (before ProcessorMixin)."""
+def test_a_directory_without_processor_config_is_a_clear_error(tiny, tmp_path):
+    """Only ``processor_config.json`` directories load (no loader for layouts that never shipped)."""
     _, processor = tiny
     processor.tokenizer.save_pretrained(tmp_path)
-    processor.image_processor.save_pretrained(tmp_path / "image_processor")
-    processor.feature_extractors[0].save_pretrained(tmp_path / "feature_extractor_0")
-    processor.qformer_tokenizer.save_pretrained(tmp_path / "qformer_tokenizer")
-    settings = {
-        "layout": processor.layout.to_dict(),
-        "av_token": processor.av_token,
-        "prompt_template": processor.prompt_template,
-        "text_only_template": processor.text_only_template,
-        "image_processor_class": type(processor.image_processor).__name__,
-        "num_feature_extractors": 1,
-        "has_qformer_tokenizer": True,
-        "qformer_max_length": processor.qformer_max_length,
-    }
-    (tmp_path / "favor_processor_config.json").write_text(json.dumps(settings))
-    loaded = FavorProcessor.from_pretrained(tmp_path)
-    args = {"text": "q?", "media": {"video": media["video"], "audio": media["audio"]}, "answers": "a"}
-    _assert_same_outputs(processor(**args), loaded(**args))
+    (tmp_path / "favor_processor_config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"has no processor_config\.json"):
+        FavorProcessor.from_pretrained(tmp_path)
+
+
+def test_a_saved_layout_with_the_earlier_field_name_loads():
+    """``image_repeat`` (the name before ``repeat_image``, favor_avsync's) in a saved layout is read."""
+    layout = AVLayout.from_dict({**AVLayout().to_dict(), "repeat_image": 1} | {"image_repeat": 7})
+    assert layout.repeat_image == 1  # the current name wins when both are present
+    legacy = AVLayout().to_dict()
+    del legacy["repeat_image"]
+    assert AVLayout.from_dict({**legacy, "image_repeat": 7}).repeat_image == 7
 
 
 def test_a_hub_repo_id_loads_from_the_hub_cache(tiny, media, tmp_path, monkeypatch):

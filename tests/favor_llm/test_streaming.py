@@ -86,10 +86,10 @@ def test_cache_and_av_tokens_equal_offline(chunked, av):
     feed_in_pieces(session, frames[: 4 * n], audio[: 4 * n * SPF], frame_step=5, audio_step=7000)
     assert session.windows_closed == n
     inputs = processor(text=QUESTION, media={"video": frames[: 4 * n], "audio": audio[: 4 * n * SPF]})
-    tokens, mask, _ = model.get_av_features(
+    av = model.get_av_features(
         **{k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     )
-    projected = model.language_projection(tokens[mask]).reshape(-1, model.config.text_config.hidden_size)
+    projected = av.av_embeds[av.window_mask].reshape(-1, model.config.text_config.hidden_size)
     streamed = torch.cat([w.embeds for w in session.context.windows])
     torch.testing.assert_close(streamed, projected, rtol=1e-5, atol=1e-6)
     ids = session.input_ids()
@@ -122,7 +122,9 @@ def test_overlapping_windows_equal_offline(av):
         "causal_num_heads": 4,
         "max_position_embeddings": 128,
     }
-    model, processor = tiny_model_and_processor(seed=1, audio_chunk_seconds=1.0, qformer_config=qformer)
+    model, processor = tiny_model_and_processor(
+        seed=1, audio_chunk_seconds=1.0, causal_qformer_config=qformer
+    )
     frames, audio = av
     session = model.stream(processor)
     feed_in_pieces(session, frames[:11], audio[: 11 * SPF])

@@ -52,7 +52,7 @@ def test_gradient_accumulation_averages_the_micro_batches(fresh_tiny, media, tmp
     model.eval()  # the reference losses without dropout; the Trainer below trains with lr 0 and no dropout
     with torch.no_grad():
         losses = [float(model(**processor.collate([ex])).loss) for ex in data]
-    model.qformer.config.dropout = 0.0
+    model.causal_qformer.config.dropout = 0.0
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0

@@ -33,7 +33,7 @@ def test_files_end_to_end(clips, tmp_path):
     clip = load_media(mp4, fps=2.0, sample_rate=16000)
     assert clip.num_frames == 12 and clip.audio is not None  # 6 s at 2 fps
     assert inputs["pixel_lengths"].tolist() == [12, 0, 1, 0]
-    assert inputs["frame_lengths"].tolist() == [12, 0, model.config.image_repeat, 0]
+    assert inputs["frame_lengths"].tolist() == [12, 0, model.config.repeat_image, 0]
     assert inputs["audio_lengths"].tolist() == [clip.audio.shape[0], 3 * 16000, 0, 0]
     # the AAC track may end a few ms after the video: the timeline is the longer stream (released rule)
     frames = max(12, -(-clip.audio.shape[0] // 8000))

@@ -65,45 +65,44 @@ def audio_steps(num_samples: torch.Tensor | int, rate: float, sample_rate: int) 
 class AudioEncoder(nn.Module):
     """One frozen Whisper encoder run over consecutive windows: ``(B, K, M, L) -> (B, K * P, Da)``."""
 
-    def __init__(self, config: PretrainedConfig) -> None:
+    def __init__(self, config: PretrainedConfig, chunk_seconds: float | None = None) -> None:
         super().__init__()
         if config.model_type != "whisper":
             raise ValueError(f"audio_configs: only Whisper encoders are supported, got {config.model_type!r}")
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         self.encoder = WhisperEncoder(config)
-        self.steps_per_chunk = int(config.max_source_positions)
+        window_steps = int(config.max_source_positions)
         self.hidden_size = int(config.d_model)
+        #: ``(M, L)`` of one log-mel window, as the encoder reads it.
+        self.window_shape = (int(config.num_mel_bins), WHISPER_CONV_STRIDE * window_steps)
+        #: Samples per chunk: the window, or `FavorConfig.audio_chunk_seconds` of audio padded to the window.
+        self.samples_per_chunk = chunk_samples(config, chunk_seconds=chunk_seconds)
+        #: Encoder steps a chunk fills (``P``; fewer than the window's with a shorter chunk).
+        self.steps_per_chunk = self.samples_per_chunk // (WHISPER_CONV_STRIDE * WHISPER_HOP_LENGTH)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.encoder.conv1.weight.dtype
 
     def forward(
-        self,
-        input_features: torch.Tensor,
-        chunks: torch.Tensor,
-        chunk_batch_size: int = 16,
-        steps_per_chunk: int | None = None,
+        self, input_features: torch.Tensor, chunks: torch.Tensor, chunk_batch_size: int = 16
     ) -> torch.Tensor:
         """Encode the real chunks of every sample and lay them end to end.
 
         Args:
             input_features: ``(B, K, M, L)`` log-mel windows (padding windows are never encoded).
             chunks: ``(B,)`` real windows per sample.
-            chunk_batch_size: windows per encoder call.
-            steps_per_chunk: encoder steps kept from each window (``C <= P``; default ``P``): a chunk shorter than
-                the window (`FavorConfig.audio_chunk_seconds`) fills only its first ``C`` steps.
 
         Returns:
-            ``(B, K * C, Da)`` features; steps of padding windows are zero.
+            ``(B, K * P, Da)`` features; steps of padding windows are zero.
         """
         batch, max_chunks = input_features.shape[:2]
         real = torch.arange(max_chunks, device=chunks.device)[None, :] < chunks[:, None]  # (B, K)
         flat = input_features[real.to(input_features.device)]  # (sum K, M, L)
         out = input_features.new_zeros(
-            batch, max_chunks, self.steps_per_chunk, self.hidden_size, dtype=self.dtype
-        )  # (B, K, P, Da)
+            batch, max_chunks, self.window_shape[1] // WHISPER_CONV_STRIDE, self.hidden_size, dtype=self.dtype
+        )  # (B, K, window steps, Da)
         if flat.shape[0]:
             starts = range(0, flat.shape[0], chunk_batch_size)
             encoded = torch.cat(
@@ -115,5 +114,47 @@ class AudioEncoder(nn.Module):
                 ]
             )  # (sum K, P, Da)
             out[real.to(out.device)] = encoded
-        keep = self.steps_per_chunk if steps_per_chunk is None else int(steps_per_chunk)
-        return out[:, :, :keep].reshape(batch, max_chunks * keep, self.hidden_size)
+        # A chunk shorter than the window fills only its first P steps (the rest encode padding).
+        out = out[:, :, : self.steps_per_chunk]  # (B, K, P, Da)
+        return out.reshape(batch, max_chunks * self.steps_per_chunk, self.hidden_size)
+
+    def encode_batch(
+        self, input_features: torch.Tensor | None, num_samples: torch.Tensor, steps: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-mel windows -> ``(B, S, Da)`` encoder features, ``S`` the longest sample's real steps (zeros past
+        each sample's ``steps``; ``S = 0`` when no sample has audio).
+
+        Args:
+            input_features: ``(B, K, M, L)`` windows (``None`` when no sample has audio).
+            num_samples: ``(B,)`` audio samples per sample (they decide the windows to encode).
+            steps: ``(B,)`` real encoder steps per sample (`audio_steps` of its samples).
+        """
+        batch = steps.shape[0]
+        device = steps.device
+        if input_features is None or batch == 0 or int(steps.max()) == 0:
+            if input_features is None and batch and int(steps.max()) > 0:
+                raise ValueError("input_features: missing, but audio_lengths say some samples have audio")
+            return torch.zeros(batch, 0, self.hidden_size, dtype=self.dtype, device=device)
+        if input_features.ndim != 4 or input_features.shape[0] != batch:
+            raise ValueError(
+                f"input_features: expected (batch={batch}, chunks, mel_bins, frames), got "
+                f"{tuple(input_features.shape)}"
+            )
+        if tuple(input_features.shape[2:]) != self.window_shape:
+            raise ValueError(
+                f"input_features: each window must be (mel_bins, frames) = {self.window_shape} for this Whisper "
+                f"encoder, got {tuple(input_features.shape[2:])} (a feature extractor with "
+                f"feature_size={self.window_shape[0]} and n_samples={self.window_shape[1] * WHISPER_HOP_LENGTH})"
+            )
+        per_chunk = self.samples_per_chunk
+        chunks = torch.div(num_samples + per_chunk - 1, per_chunk, rounding_mode="floor")  # (B,)
+        if int(chunks.max()) > input_features.shape[1]:
+            raise ValueError(
+                f"input_features: audio_lengths={num_samples.tolist()} need {chunks.tolist()} windows of "
+                f"{per_chunk} samples but input_features has {input_features.shape[1]}"
+            )
+        encoded = self(input_features.to(device), chunks)  # (B, K * P, Da)
+        steps = steps.clamp(max=encoded.shape[1])
+        encoded = encoded[:, : int(steps.max())]  # (B, S, Da)
+        real = torch.arange(encoded.shape[1], device=device)[None, :] < steps[:, None]  # (B, S)
+        return encoded * real[..., None].to(encoded.dtype)

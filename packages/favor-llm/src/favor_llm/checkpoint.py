@@ -1,15 +1,23 @@
 """Saving and loading FAVOR checkpoints: the small "delta" (released style) and the full merged checkpoint.
 
+Which parts go where is read from the model's component declaration (`favor_llm.components`): ``checkpoint``
+parts in ``model.safetensors``, the ``adapter`` part (LoRA) in ``adapter/``, ``source`` parts (the frozen
+encoders and the base LLM) referenced through ``config.component_sources``.
+
 Delta checkpoint (``FavorModel.save_pretrained(dir)``)::
 
     dir/config.json               FavorConfig, with ``component_sources`` naming where the frozen parts come from
     dir/generation_config.json    ``model.generation_config`` (restored on load)
     dir/favor_checkpoint.json     {"format": "delta", ...}
-    dir/model.safetensors         trainable non-LoRA weights: audio_projections.*, qformer.*, language_projection.*
+    dir/model.safetensors         trainable non-LoRA weights: media_encoder.audio_projections.*,
+                                  media_encoder.causal_qformer.*, language_projection.* (sharded past
+                                  ``max_shard_size`` with ``huggingface_hub.save_torch_state_dict``)
     dir/adapter/                  the LoRA adapter (peft: adapter_config.json + adapter_model.safetensors)
 
 The frozen parts are referenced, not copied: ``component_sources = {"vision": {"name_or_path": ..., "prefix": ...},
-"audio_0": {...}, "text": {"name_or_path": ...}}``. ``vision`` holds the keys of `FrameEncoder`
+"audio_0": {...}, "text": {"name_or_path": ...}}``. A frozen part without a source (a model built from a config)
+is written into the checkpoint instead (``vision/``, ``audio_<k>/``, ``text/``, entries ``"embedded": true``),
+with one log line saying so, so `save_pretrained` always works. ``vision`` holds the keys of `FrameEncoder`
 (``vision_model.*``, ``qformer.*``, ``query_tokens``: the key layout of transformers' InstructBLIP checkpoints, so
 ``Salesforce/instructblip-vicuna-13b`` works with prefix ``""``), ``audio_<k>`` a ``WhisperEncoder``
 (``openai/whisper-large-v2`` keys start with ``model.encoder.``; the prefix is found automatically), ``text`` any
@@ -26,17 +34,21 @@ Loading checks everything: a missing, unexpected or wrongly shaped tensor raises
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-if TYPE_CHECKING:
-    from .modeling import FavorModel
+from .components import ADAPTER, CHECKPOINT, SOURCE, Component, components
+from .configuration import FavorConfig
+
+logger = logging.getLogger("favor_llm")
+#: A `FavorModel` (typed loosely: this module is imported by `favor_llm.modeling`, never the other way round).
+FavorModel = Any
 
 __all__ = [
     "CHECKPOINT_INFO_NAME",
@@ -53,7 +65,6 @@ WEIGHTS_NAME = "model.safetensors"
 GENERATION_CONFIG_NAME = "generation_config.json"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 ADAPTER_DIR = "adapter"
-_TRAINABLE_PREFIXES = ("audio_projections.", "qformer.", "language_projection.")
 _AUDIO_PREFIX_CANDIDATES = ("", "encoder.", "model.encoder.", "audio_encoders.0.encoder.")
 
 
@@ -190,9 +201,9 @@ def merged_state_dict(model: FavorModel) -> dict[str, torch.Tensor]:
     if not model.config.use_lora:
         return dict(state)
     out: dict[str, torch.Tensor] = {}
-    lm_prefix = "language_model.base_model.model."
+    lm_prefix = model.llm_prefix
     deltas: dict[str, torch.Tensor] = {}
-    for name, module in model.language_model.base_model.model.named_modules():
+    for name, module in model.causal_lm.named_modules():
         if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
             for adapter in getattr(module, "active_adapters", ["default"]):
                 if adapter in getattr(module, "lora_A", {}):
@@ -219,17 +230,14 @@ def _base_llm_state_dict(model: FavorModel) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------------- saving
-def _save_sharded(state: dict[str, torch.Tensor], directory: Path, max_shard_size: str | int) -> None:
-    from huggingface_hub import split_torch_state_dict_into_shards
+def _save_weights(state: dict[str, torch.Tensor], directory: Path, max_shard_size: str | int = "5GB") -> None:
+    """``model.safetensors`` (or shards + index) with huggingface_hub, stale weight files removed first."""
+    from huggingface_hub import save_torch_state_dict
 
+    directory.mkdir(parents=True, exist_ok=True)
+    _clear_weights(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
-    for filename, keys in split.filename_to_tensors.items():
-        save_file({k: state[k] for k in keys}, str(directory / filename), metadata={"format": "pt"})
-    if split.is_sharded:
-        total = sum(v.numel() * v.element_size() for v in state.values())
-        index = {"metadata": {"total_size": total}, "weight_map": split.tensor_to_filename}
-        (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    save_torch_state_dict(state, directory, max_shard_size=max_shard_size, metadata={"format": "pt"})
 
 
 def _clear_weights(directory: Path) -> None:
@@ -237,73 +245,86 @@ def _clear_weights(directory: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _trainable_non_lora(model: FavorModel) -> dict[str, torch.Tensor]:
-    state = model.state_dict()
-    return {k: v for k, v in state.items() if k.startswith(_TRAINABLE_PREFIXES)}
+def _parts(model: FavorModel, weights: str) -> list[Component]:
+    return [c for c in components(model.config) if c.weights == weights]
 
 
-def _component_names(config: Any) -> list[str]:
-    return ["vision", *[f"audio_{k}" for k in range(len(config.audio_configs))], "text"]
+def _checkpoint_state(model: FavorModel) -> dict[str, torch.Tensor]:
+    """The weights stored in ``model.safetensors``: those of the declared ``checkpoint`` parts."""
+    prefixes = tuple(c.prefix for c in _parts(model, CHECKPOINT))
+    return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
-def _write_components(model: FavorModel, root: Path, merge_lora: bool, embedded: bool) -> dict[str, dict]:
-    """Write vision/, audio_<k>/ and text/ (the LLM, LoRA merged or dropped) under ``root``; their sources."""
+def _write_sources(
+    model: FavorModel, root: Path, names: Iterable[str], merge_lora: bool, embedded: bool
+) -> dict[str, dict]:
+    """Write the named ``source`` parts under ``root/<name>/`` (the LLM LoRA-merged or without LoRA); their
+    ``component_sources`` entries."""
     sources: dict[str, dict] = {}
-
-    def where(name: str) -> dict:
-        return {"name_or_path": name, "embedded": True} if embedded else {"name_or_path": str(root / name)}
-
-    vision_dir = root / "vision"
-    vision_dir.mkdir(parents=True, exist_ok=True)
-    _clear_weights(vision_dir)
-    _save_sharded(model.vision.state_dict(), vision_dir, "5GB")
-    sources["vision"] = {**where("vision"), "prefix": ""}
-    for k, enc in enumerate(model.audio_encoders):
-        d = root / f"audio_{k}"
-        d.mkdir(parents=True, exist_ok=True)
-        _clear_weights(d)
-        _save_sharded(enc.encoder.state_dict(), d, "5GB")
-        sources[f"audio_{k}"] = {**where(f"audio_{k}"), "prefix": ""}
-    if merge_lora:
-        prefix = "language_model."
-        llm_state = {k[len(prefix) :]: v for k, v in merged_state_dict(model).items() if k.startswith(prefix)}
-    else:
-        llm_state = _base_llm_state_dict(model)
-    text_dir = root / "text"
-    text_dir.mkdir(parents=True, exist_ok=True)
-    _clear_weights(text_dir)
-    model.causal_lm.save_pretrained(str(text_dir), state_dict=llm_state)
-    sources["text"] = where("text")
+    for part in _parts(model, SOURCE):
+        if part.name not in names:
+            continue
+        directory = root / part.name
+        directory.mkdir(parents=True, exist_ok=True)
+        if (
+            part.name == "text"
+        ):  # a plain transformers checkpoint, so from_pretrained(device_map=...) loads it
+            _clear_weights(directory)
+            if merge_lora:
+                prefix = "language_model."
+                llm_state = {
+                    k[len(prefix) :]: v for k, v in merged_state_dict(model).items() if k.startswith(prefix)
+                }
+            else:
+                llm_state = _base_llm_state_dict(model)
+            model.causal_lm.save_pretrained(str(directory), state_dict=llm_state)
+            entry: dict[str, Any] = {}
+        else:
+            _save_weights(model.get_submodule(part.module).state_dict(), directory)
+            entry = {"prefix": ""}
+        where = (
+            {"name_or_path": part.name, "embedded": True} if embedded else {"name_or_path": str(directory)}
+        )
+        sources[part.name] = {**where, **entry}
     return sources
 
 
 def save_favor_model(
     model: FavorModel, save_directory: str | Path, merge_lora: bool = False, max_shard_size: str | int = "5GB"
 ) -> Path:
-    """Write a delta (default) or full merged checkpoint of ``model`` to ``save_directory`` (see module doc)."""
+    """Write a delta (default) or full merged checkpoint of ``model`` to ``save_directory`` (see module doc).
+
+    A delta whose frozen parts have no ``component_sources`` entry writes those parts into the checkpoint (one log
+    line says so); it loads like any other.
+    """
     root = Path(save_directory)
     root.mkdir(parents=True, exist_ok=True)
-    _clear_weights(root)
-    config = model.config.__class__.from_dict(model.config.to_dict())
+    config = FavorConfig.from_dict(model.config.to_dict())
+    frozen = [c.name for c in _parts(model, SOURCE)]
     if merge_lora:
-        config.component_sources = _write_components(model, root, merge_lora=True, embedded=True)
+        config.component_sources = _write_sources(model, root, frozen, merge_lora=True, embedded=True)
         config.use_lora = False
-        info = {"format": "full", "lora_merged": bool(model.config.use_lora)}
+        info: dict[str, Any] = {"format": "full", "lora_merged": bool(model.config.use_lora)}
     else:
-        missing = [
-            name for name in _component_names(model.config) if name not in model.config.component_sources
-        ]
+        known = model.config.component_sources or {}
+        missing = [name for name in frozen if name not in known]
         if missing:
-            raise ValueError(
-                f"component_sources: no source for the frozen part(s) {missing}, so a delta checkpoint could not be "
-                "loaded again; set model.config.component_sources (names or paths of the original checkpoints), "
-                "call model.save_frozen_components(dir) first, or save everything with merge_lora=True"
+            logger.warning(
+                "save_pretrained: no component_sources for the frozen part(s) %s; writing them into %s (set "
+                "config.component_sources or call save_frozen_components(dir) once for small delta checkpoints)",
+                ", ".join(missing),
+                root,
             )
-        if model.config.use_lora:
+        config.component_sources = {
+            **{k: v for k, v in known.items() if k in frozen},
+            **_write_sources(model, root, missing, merge_lora=False, embedded=True),
+        }
+        if _parts(model, ADAPTER):
             model.language_model.save_pretrained(str(root / ADAPTER_DIR))
-        info = {"format": "delta"}
-    info["trainable_keys"] = sorted(_trainable_non_lora(model))
-    _save_sharded(_trainable_non_lora(model), root, max_shard_size)
+        info = {"format": "delta", "embedded": missing}
+    state = _checkpoint_state(model)
+    info["trainable_keys"] = sorted(state)
+    _save_weights(state, root, max_shard_size)
     config.save_pretrained(root)
     # generation settings (the LLM's, plus the user's changes) travel with the checkpoint, as in transformers
     model.generation_config.save_pretrained(root)
@@ -320,9 +341,9 @@ def save_frozen_components(model: FavorModel, directory: str | Path) -> dict[str
     """
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    sources = _write_components(model, root, merge_lora=False, embedded=False)
-    model.config.component_sources = sources
-    return sources
+    names = [c.name for c in _parts(model, SOURCE)]
+    model.config.component_sources = _write_sources(model, root, names, merge_lora=False, embedded=False)
+    return model.config.component_sources
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -351,21 +372,76 @@ def _resolve_dtype(dtype: Any) -> torch.dtype | str | None:
     raise ValueError(f"dtype: expected a torch.dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}")
 
 
-def load_favor_model(
-    cls: type[FavorModel],
-    pretrained_model_name_or_path: str | Path,
-    dtype: torch.dtype | None = None,
-    device_map: Any = None,
-    config: Any = None,
-    **llm_kwargs: Any,
-) -> FavorModel:
-    """Load a checkpoint written by `save_favor_model` (delta or full). See `FavorModel.from_pretrained`."""
+def _load_checkpoint_parts(model: FavorModel, root: Path) -> None:
+    """The ``checkpoint`` parts from ``model.safetensors`` (or its shards), strictly."""
+    index = _key_index(resolve_checkpoint_files(root))
+    stored = _read(index, index.keys())
+    parts = _parts(model, CHECKPOINT)
+    expected = {k for k in model.state_dict() if k.startswith(tuple(c.prefix for c in parts))}
+    missing, unexpected = sorted(expected - set(stored)), sorted(set(stored) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {root}: trainable weights do not match the model: missing {_short(missing)}, "
+            f"unexpected {_short(unexpected)}"
+        )
+    for part in parts:
+        tensors = {k[len(part.prefix) :]: v for k, v in stored.items() if k.startswith(part.prefix)}
+        _assign_strict(model.get_submodule(part.module), tensors, f"{part.name} from {root}")
+
+
+def _load_adapter(model: FavorModel, root: Path) -> None:
+    """The LoRA adapter from ``adapter/``, strictly (keys and shapes)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
-    from transformers import AutoModelForCausalLM
+    from safetensors.torch import load_file
+
+    adapter_file = root / ADAPTER_DIR / "adapter_model.safetensors"
+    if not adapter_file.is_file():
+        raise ValueError(f"checkpoint {root}: use_lora is set but {adapter_file} is missing")
+    adapter = load_file(str(adapter_file))
+    expected = get_peft_model_state_dict(model.language_model)
+    if set(adapter) != set(expected):
+        raise ValueError(
+            f"checkpoint {root}: LoRA adapter keys do not match the model: missing "
+            f"{_short(sorted(set(expected) - set(adapter)))}, unexpected {_short(sorted(set(adapter) - set(expected)))}"
+        )
+    for key, value in adapter.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"checkpoint {root}: LoRA weight {key} has shape {tuple(value.shape)}, model {tuple(expected[key].shape)}"
+            )
+    set_peft_model_state_dict(model.language_model, adapter)
+
+
+def load_favor_model(
+    cls: type,
+    pretrained_model_name_or_path: str | Path,
+    config: FavorConfig | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: Any = None,
+    attn_implementation: str | dict | None = None,
+    output_loading_info: bool = False,
+    **llm_kwargs: Any,
+) -> Any:
+    """Load a checkpoint written by `save_favor_model` (delta or full).
+
+    Args:
+        cls: `FavorModel` (or a subclass).
+        pretrained_model_name_or_path: the checkpoint directory or Hub repo id.
+        config: a config to use instead of the checkpoint's.
+        dtype: load the LLM in this dtype and cast the rest with `FavorModel.to_mixed_precision` (a `torch.dtype`,
+            its name such as ``"bfloat16"``, or ``"auto"``: the dtype the LLM's weights were saved in).
+        device_map: passed to the LLM's ``from_pretrained``; the other parts follow its input embeddings.
+        attn_implementation: ``"eager"`` / ``"sdpa"`` / ...: set on every sub-model.
+        output_loading_info: also return ``{"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [],
+            "error_msgs": []}`` (always empty: any mismatch is a ``ValueError``), as transformers does.
+        **llm_kwargs: passed to the LLM's ``AutoModelForCausalLM.from_pretrained``.
+    """
+    from transformers import AutoModelForCausalLM, GenerationConfig
     from transformers.initialization import no_init_weights
 
-    from .configuration import FavorConfig
-
+    dtype = _resolve_dtype(llm_kwargs.pop("torch_dtype", dtype))
+    for ignored in ("trust_remote_code", "_from_auto", "adapter_kwargs", "_commit_hash", "name_or_path"):
+        llm_kwargs.pop(ignored, None)
     root = _local_or_download(pretrained_model_name_or_path)
     info_file = root / CHECKPOINT_INFO_NAME
     if not info_file.is_file():
@@ -378,11 +454,13 @@ def load_favor_model(
         raise ValueError(f"{info_file}: unknown format {info.get('format')!r} (expected 'delta' or 'full')")
     config = config if config is not None else FavorConfig.from_pretrained(root)
     sources = config.component_sources or {}
-    missing = [n for n in _component_names(config) if n not in sources]
+    frozen = [c for c in components(config) if c.weights == SOURCE]
+    missing = [c.name for c in frozen if c.name not in sources]
     if missing:
         raise ValueError(f"component_sources: the checkpoint {root} names no source for {missing}")
 
-    dtype = _resolve_dtype(dtype)
+    if attn_implementation is not None:
+        llm_kwargs["attn_implementation"] = attn_implementation
     llm = AutoModelForCausalLM.from_pretrained(
         _source_path(root, sources["text"], "text"), dtype=dtype, device_map=device_map, **llm_kwargs
     )
@@ -392,49 +470,16 @@ def load_favor_model(
         model = cls(config, language_model=llm)
     if device_map is not None:  # the parts around the LLM follow it (to where its input embeddings are)
         target = llm.get_input_embeddings().weight.device
-        for name in ("vision", "audio_encoders", "audio_projections", "qformer", "language_projection"):
-            getattr(model, name).to(target)
-    for name, module in [("vision", model.vision)] + [
-        (f"audio_{k}", enc.encoder) for k, enc in enumerate(model.audio_encoders)
-    ]:
-        src = sources[name]
-        load_module_weights(module, _source_path(root, src, name), src.get("prefix"), name)
-
-    index = _key_index(resolve_checkpoint_files(root))
-    trainable = _read(index, index.keys())
-    expected = {k for k in model.state_dict() if k.startswith(_TRAINABLE_PREFIXES)}
-    missing_t = sorted(expected - set(trainable))
-    unexpected_t = sorted(set(trainable) - expected)
-    if missing_t or unexpected_t:
-        raise ValueError(
-            f"checkpoint {root}: trainable weights do not match the model: missing {_short(missing_t)}, "
-            f"unexpected {_short(unexpected_t)}"
-        )
-    for prefix in ("audio_projections", "qformer", "language_projection"):
-        part = {k[len(prefix) + 1 :]: v for k, v in trainable.items() if k.startswith(prefix + ".")}
-        _assign_strict(getattr(model, prefix), part, f"{prefix} from {root}")
-
-    if config.use_lora:
-        adapter_file = root / ADAPTER_DIR / "adapter_model.safetensors"
-        if not adapter_file.is_file():
-            raise ValueError(f"checkpoint {root}: use_lora is set but {adapter_file} is missing")
-        from safetensors.torch import load_file
-
-        adapter = load_file(str(adapter_file))
-        expected_lora = set(get_peft_model_state_dict(model.language_model))
-        if set(adapter) != expected_lora:
-            raise ValueError(
-                f"checkpoint {root}: LoRA adapter keys do not match the model: missing "
-                f"{_short(sorted(expected_lora - set(adapter)))}, unexpected "
-                f"{_short(sorted(set(adapter) - expected_lora))}"
-            )
-        for key, value in adapter.items():
-            shape = tuple(get_peft_model_state_dict(model.language_model)[key].shape)
-            if tuple(value.shape) != shape:
-                raise ValueError(
-                    f"checkpoint {root}: LoRA weight {key} has shape {tuple(value.shape)}, model {shape}"
-                )
-        set_peft_model_state_dict(model.language_model, adapter)
+        model.media_encoder.to(target)
+        model.language_projection.to(target)
+    for part in frozen:
+        if part.name != "text":
+            src = sources[part.name]
+            module = model.get_submodule(part.module)
+            load_module_weights(module, _source_path(root, src, part.name), src.get("prefix"), part.name)
+    _load_checkpoint_parts(model, root)
+    if any(c.weights == ADAPTER for c in components(config)):
+        _load_adapter(model, root)
     # Parts embedded in this checkpoint are referenced where they are, so that a delta saved from this model (the
     # default `save_pretrained`, e.g. after fine-tuning a full or converted checkpoint) loads from anywhere.
     model.config.component_sources = {
@@ -447,11 +492,13 @@ def load_favor_model(
         for name, src in sources.items()
     }
     if (root / GENERATION_CONFIG_NAME).is_file():
-        from transformers import GenerationConfig
-
         model.generation_config = GenerationConfig.from_pretrained(root)
-    model._freeze_frozen_parts()
+    model.freeze_frozen_parts()
     model.eval()
     if dtype is not None:
         model.to_mixed_precision(dtype)
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
+    if output_loading_info:
+        return model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
     return model

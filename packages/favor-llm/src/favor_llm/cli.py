@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers.generation.streamers import BaseStreamer
+from .progress import GenerationProgress
 
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
@@ -33,28 +33,6 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".t
 
 class UsageError(ValueError):
     """A mistake in how ``favor`` was called (reported as one line, exit status 2)."""
-
-
-class GenerationProgress(BaseStreamer):
-    """A tqdm bar over generated tokens, fed by `generate(streamer=...)` (batch size 1).
-
-    ``generate`` first puts the prompt, then each new token; the bar counts the new tokens.
-    """
-
-    def __init__(self, max_new_tokens: int, desc: str = "generating") -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=max_new_tokens, desc=desc, unit="tok", leave=False, file=sys.stderr)
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self._bar.update(1)
-
-    def end(self) -> None:
-        self._bar.close()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -356,10 +334,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[str]:
-    q = config.qformer_config
+    q = config.causal_qformer_config
     text = config.text_config
     params = s["parameters"]
-    window_seconds = q["window_size"] / config.fps
+    window_seconds = q.window_size / config.fps
     lines = [f"FAVOR model: {facts['source']}"]
     if "format" in facts:
         lines.append(f"  checkpoint      {facts['format']}")
@@ -368,9 +346,9 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
         f"  vision          {s['vision']} ({s['tokens_per_frame']} tokens of width {config.visual_hidden_size} per frame)",
         f"  audio           {audio}, projected to {config.audio_stream_width}",
         f"  synchroniser    {config.fps:g} fps, mode {config.sync_mode!r}",
-        f"  causal Q-Former {q['num_layers']} layers, hidden {q['hidden_size']}, input {q['encoder_hidden_size']}, "
-        f"{s['num_queries']} queries per window of {q['window_size']} frames ({window_seconds:g} s, stride "
-        f"{q['window_stride']})",
+        f"  causal Q-Former {q.num_layers} layers, hidden {q.hidden_size}, input {q.encoder_hidden_size}, "
+        f"{s['num_queries']} queries per window of {q.window_size} frames ({window_seconds:g} s, stride "
+        f"{q.window_stride})",
         f"  LLM             {s['llm']} (hidden {text.hidden_size}, {text.num_hidden_layers} layers, "
         f"vocabulary {text.vocab_size})",
     ]
@@ -387,13 +365,16 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
         f"  parameters      {params['trainable']:,} trainable ({100 * params['trainable'] / total:.2f}%), "
         f"{params['frozen']:,} frozen, {params['total']:,} total"
     )
-    for name, c in params["components"].items():
+    for part in s["components"]:
+        c = params["components"][part["name"]]
         if c["trainable"] or c["frozen"]:
-            lines.append(f"    {name:<20} {c['trainable']:>16,} trainable {c['frozen']:>16,} frozen")
+            lines.append(
+                f"    {part['name']:<20} {c['trainable']:>16,} trainable {c['frozen']:>16,} frozen   {part['module']}"
+            )
     per_minute = s["av_tokens_per_minute"]
     lines.append(
         f"  AV tokens       {per_minute:g} per minute of video "
-        f"({60 * config.fps / q['window_stride']:g} windows x {s['num_queries']} queries)"
+        f"({60 * config.fps / q.window_stride:g} windows x {s['num_queries']} queries)"
     )
     for name, src in (facts.get("component_sources") or {}).items():
         lines.append(f"  frozen {name:<9}from {src.get('name_or_path')}")

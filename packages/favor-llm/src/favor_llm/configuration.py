@@ -9,9 +9,10 @@ Like LLaVA's config it nests the configs of the parts it composes:
 - ``audio_configs``: one or more audio encoders (Whisper's encoder first), each with its feature rate in
   ``audio_feature_rates`` (Hz). Audio longer than an encoder's window (30 s for Whisper) is encoded in consecutive
   chunks whose features are concatenated, never cut.
-- synchroniser settings (``fps``, ``sync_mode``, ``sync_overflow``, ``image_repeat``, ``max_media_seconds``),
-- ``qformer_config``: the fields of `favor_qformer.CausalQFormerConfig` (a dict, filled with the released values;
-  ``encoder_hidden_size`` and ``tokens_per_frame`` are derived from the encoders),
+- synchroniser settings (``fps``, ``sync_mode``, ``sync_overflow``, ``repeat_image``, ``max_media_seconds``),
+- ``causal_qformer_config``: a `favor_qformer.CausalQFormerConfig` (given as the dataclass or a dict of its fields,
+  filled with the released values; ``encoder_hidden_size`` and ``tokens_per_frame`` are derived from the encoders;
+  saved as a dict without the run-time switches ``gradient_checkpointing`` / ``check_finite``),
 - ``text_config``: any ``AutoModelForCausalLM`` config (Llama, Qwen2, ...),
 - LoRA settings, ``diversity_loss_weight``, the AV placeholder token and the prompt template.
 
@@ -22,13 +23,18 @@ r=32 on q/k/v/o).
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import logging
 from typing import Any, ClassVar
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-__all__ = ["RELEASED_PROMPT_TEMPLATE", "RELEASED_TEXT_ONLY_TEMPLATE", "FavorConfig"]
+from favor_qformer import CausalQFormerConfig
+
+__all__ = ["RELEASED_PROMPT_TEMPLATE", "RELEASED_TEXT_ONLY_TEMPLATE", "RUNTIME_QFORMER_FIELDS", "FavorConfig"]
+
+logger = logging.getLogger("favor_llm")
 
 #: The released prompt (``openllama.py``: ``PROMPT_START = 'USER: <Img>'`` + AV tokens + ``'</Img> ' + question +
 #: '\nASSISTANT:'``); ``{media}`` marks where the AV placeholder goes, ``{question}`` the user's text.
@@ -76,17 +82,11 @@ _VICUNA_13B = {
     "max_position_embeddings": 2048,
     "rms_norm_eps": 1e-6,
 }
-#: The released causal Q-Former (favor_qformer.CausalQFormerConfig defaults, restated so the config is complete
-#: without importing it).
-_RELEASED_QFORMER = {
-    "hidden_size": 768,
-    "num_layers": 2,
-    "num_heads": 12,
-    "intermediate_size": 3072,
-    "num_queries": 32,
-    "window_size": 10,
-    "window_stride": 10,
-}
+#: `CausalQFormerConfig` fields that are run-time switches of a model instance, not part of what a checkpoint is:
+#: never saved (set them on ``model.causal_qformer.config`` or with `FavorModel.gradient_checkpointing_enable`).
+RUNTIME_QFORMER_FIELDS = ("gradient_checkpointing", "check_finite")
+#: Names a config.json written before the renames may use (old -> new; see CHANGELOG.md).
+_RENAMED_FIELDS = {"qformer_config": "causal_qformer_config", "image_repeat": "repeat_image"}
 
 _SERIALISED_LIST_OF_CONFIGS = ("audio_configs",)
 
@@ -128,9 +128,9 @@ class FavorConfig(PretrainedConfig):
             lengths, which ``"released"`` (the research code's rule, for equal-length streams) cannot. At 2 fps and
             50 Hz with equal lengths the two agree exactly (tested in favor-avsync).
         sync_overflow: what the synchroniser does when a frame has more audio steps than slots.
-        image_repeat: frames an image spans when there is no audio (60 as released).
+        repeat_image: frames an image spans when there is no audio (60 as released; favor_avsync's name).
         max_media_seconds: longest media accepted (``None``: no limit).
-        qformer_config: `favor_qformer.CausalQFormerConfig` fields (dict).
+        causal_qformer_config: the `favor_qformer.CausalQFormerConfig` (a dict of its fields is accepted).
         text_config: config of the causal LM (default: Vicuna-13B).
         use_lora: add LoRA adapters to the LLM (released: yes).
         lora_r: LoRA rank (32).
@@ -172,9 +172,9 @@ class FavorConfig(PretrainedConfig):
     fps: float = 2.0
     sync_mode: str = "time"
     sync_overflow: str = "error"
-    image_repeat: int = 60
+    repeat_image: int = 60
     max_media_seconds: float | None = 300.0
-    qformer_config: dict | None = None
+    causal_qformer_config: dict | CausalQFormerConfig | None = None
     text_config: dict | PretrainedConfig | None = None
     use_lora: bool = True
     lora_r: int = 32
@@ -191,6 +191,9 @@ class FavorConfig(PretrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
+        for old, new in _RENAMED_FIELDS.items():  # config.json files written before the renames
+            if old in kwargs:
+                setattr(self, new, kwargs.pop(old))
         released_vision = self.vision_config is None
         if released_vision:
             self.vision_config = AutoConfig.for_model("instructblip_vision_model", **_EVA_VIT_G)
@@ -243,13 +246,27 @@ class FavorConfig(PretrainedConfig):
             self.lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]
         self.lora_target_modules = list(self.lora_target_modules)
 
-        qformer = dict(_RELEASED_QFORMER)
-        qformer.update(self.qformer_config or {})
-        qformer["tokens_per_frame"] = self.tokens_per_frame
-        qformer["encoder_hidden_size"] = self.visual_hidden_size + self.audio_stream_width * len(
-            self.audio_configs
-        )
-        self.qformer_config = qformer
+        qformer = self.causal_qformer_config
+        if isinstance(qformer, CausalQFormerConfig):
+            qformer = qformer.to_dict()
+        if qformer is not None and not isinstance(qformer, dict):
+            raise ValueError(
+                "causal_qformer_config: expected a favor_qformer.CausalQFormerConfig or a dict of its fields, got "
+                f"{type(qformer).__name__}"
+            )
+        fields = {f.name for f in dataclasses.fields(CausalQFormerConfig)}
+        unknown = sorted(set(qformer or {}) - fields)
+        if unknown:
+            raise ValueError(
+                f"causal_qformer_config: unknown fields {unknown}; expected some of {sorted(fields)}"
+            )
+        # Derived from the encoders: N tokens per frame, the visual width plus each projected audio stream's.
+        derived = {
+            "tokens_per_frame": self.tokens_per_frame_from(qformer or {}),
+            "encoder_hidden_size": self.visual_hidden_size
+            + self.audio_stream_width * len(self.audio_configs),
+        }
+        self.causal_qformer_config = CausalQFormerConfig(**{**(qformer or {}), **derived})
         if self.component_sources is None:
             self.component_sources = {}
 
@@ -261,12 +278,16 @@ class FavorConfig(PretrainedConfig):
             return int(self.vision_qformer_config.hidden_size)
         return int(self.vision_config.hidden_size)
 
+    def tokens_per_frame_from(self, causal_qformer: dict) -> int:
+        """``N``: the vision Q-Former's query tokens, else the causal Q-Former's ``tokens_per_frame`` (32)."""
+        if self.vision_qformer_config is not None:
+            return int(self.vision_num_query_tokens)
+        return int(causal_qformer.get("tokens_per_frame", 32))
+
     @property
     def tokens_per_frame(self) -> int:
         """Visual tokens per frame (``N``), which is also the number of audio slots per frame."""
-        if self.vision_qformer_config is not None:
-            return int(self.vision_num_query_tokens)
-        return int(self.qformer_config.get("tokens_per_frame", 32)) if self.qformer_config else 32
+        return int(self.causal_qformer_config.tokens_per_frame)
 
     @property
     def audio_stream_width(self) -> int:
@@ -276,7 +297,17 @@ class FavorConfig(PretrainedConfig):
     @property
     def num_queries(self) -> int:
         """AV tokens the LLM receives per window."""
-        return int(self.qformer_config["num_queries"])
+        return int(self.causal_qformer_config.num_queries)
+
+    @property
+    def qformer_config(self) -> CausalQFormerConfig:
+        """The earlier name of `causal_qformer_config` (read only)."""
+        return self.causal_qformer_config
+
+    @property
+    def image_repeat(self) -> int:
+        """The earlier name of `repeat_image` (read only)."""
+        return self.repeat_image
 
     # ------------------------------------------------------------------------------------------------ serialising
     def to_dict(self) -> dict[str, Any]:
@@ -296,7 +327,7 @@ class FavorConfig(PretrainedConfig):
                 d.pop("transformers_version", None)
                 items.append(d)
             output[k] = items
-        output["qformer_config"] = copy.deepcopy(self.qformer_config)
+        output["causal_qformer_config"] = _qformer_dict(self.causal_qformer_config)
         return output
 
     def to_diff_dict(self) -> dict[str, Any]:
@@ -310,9 +341,14 @@ class FavorConfig(PretrainedConfig):
             for k, v in lists.items():
                 self.__dict__[k] = v
         full = self.to_dict()
-        for k in _SERIALISED_LIST_OF_CONFIGS:
+        for k in (*_SERIALISED_LIST_OF_CONFIGS, "causal_qformer_config"):
             output[k] = full[k]
         return output
+
+
+def _qformer_dict(config: CausalQFormerConfig) -> dict[str, Any]:
+    """The saved form of the causal Q-Former config: its fields without the run-time switches."""
+    return {k: v for k, v in config.to_dict().items() if k not in RUNTIME_QFORMER_FIELDS}
 
 
 def _default_feature_rate(config: PretrainedConfig) -> float:

@@ -8,11 +8,11 @@ matrices. The frozen encoders and the base LLM are not in it. Released names (``
 ==========================================================  ==================================================
 released key                                                FavorModel key
 ==========================================================  ==================================================
-``speech_pre_qformer_proj.{weight,bias}``                   ``audio_projections.0.{weight,bias}``
-``video_query_tokens``                                      ``qformer.query_tokens``
-``ln_video.{weight,bias}``                                  ``qformer.input_layernorm.{weight,bias}``
-``video_frame_position_embedding.weight``                   ``qformer.position_embedding.weight``
-``video_Qformer.bert.…`` (embedding LayerNorm, 2 layers)    ``qformer.…`` (`favor_qformer` key map,
+``speech_pre_qformer_proj.{weight,bias}``                   ``media_encoder.audio_projections.0.{weight,bias}``
+``video_query_tokens``                                      ``media_encoder.causal_qformer.query_tokens``
+``ln_video.{weight,bias}``                                  ``media_encoder.causal_qformer.input_layernorm.*``
+``video_frame_position_embedding.weight``                   ``media_encoder.causal_qformer.position_embedding.*``
+``video_Qformer.bert.…`` (embedding LayerNorm, 2 layers)    ``media_encoder.causal_qformer.…`` (key map,
                                                             `CausalQFormer.from_favor_official`)
 ``llama_proj.{weight,bias}``                                ``language_projection.{weight,bias}``
 ``llama_model.base_model.model.<path>.lora_{A,B}[.default]   ``language_model.base_model.model.<path>.lora_{A,B}
@@ -34,6 +34,7 @@ config and tokenizer are read during conversion; no large weights are loaded.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -58,10 +59,12 @@ __all__ = [
 DEFAULT_VISION_SOURCE = "Salesforce/instructblip-vicuna-13b"
 DEFAULT_AUDIO_SOURCE = "openai/whisper-large-v2"
 
+#: Where the causal Q-Former's weights live in `FavorModel` (its declared component).
+QFORMER_PREFIX = "media_encoder.causal_qformer."
 #: One-to-one renames of released tensors outside the Q-Former and LoRA.
 RELEASED_RENAMES: dict[str, str] = {
-    "speech_pre_qformer_proj.weight": "audio_projections.0.weight",
-    "speech_pre_qformer_proj.bias": "audio_projections.0.bias",
+    "speech_pre_qformer_proj.weight": "media_encoder.audio_projections.0.weight",
+    "speech_pre_qformer_proj.bias": "media_encoder.audio_projections.0.bias",
     "llama_proj.weight": "language_projection.weight",
     "llama_proj.bias": "language_projection.bias",
 }
@@ -178,7 +181,7 @@ def _expected_trainable(config: FavorConfig) -> dict[str, tuple[int, ...]]:
 def _released_qformer_config(config: FavorConfig) -> Any:
     from favor_qformer import CausalQFormerConfig
 
-    return CausalQFormerConfig(**config.qformer_config)
+    return CausalQFormerConfig(**config.causal_qformer_config.to_dict())
 
 
 def convert_released_state_dict(
@@ -240,16 +243,16 @@ def convert_released_state_dict(
             qformer_failed = True
         else:
             for key, value in qformer.state_dict().items():
-                out[f"qformer.{key}"] = value
+                out[f"{QFORMER_PREFIX}{key}"] = value
             for key in qformer_part:
-                report.renamed[key] = "qformer.* (favor_qformer.CausalQFormer.from_favor_official)"
+                report.renamed[key] = f"{QFORMER_PREFIX}* (favor_qformer.CausalQFormer.from_favor_official)"
     else:
         problems.append("no Q-Former tensors (video_Qformer.*, video_query_tokens, ln_video.*, ...)")
 
     expected = _expected_trainable(config)
     # When the Q-Former part failed, its keys are reported above rather than as missing.
     missing = sorted(
-        k for k in expected if k not in out and not (qformer_failed and k.startswith("qformer."))
+        k for k in expected if k not in out and not (qformer_failed and k.startswith(QFORMER_PREFIX))
     )
     extra = sorted(k for k in out if k not in expected)
     if missing:
@@ -421,9 +424,10 @@ def convert_released_checkpoint(
     source_file = None if isinstance(released, dict) else Path(released)
     state = released if isinstance(released, dict) else load_released_state_dict(released)
     config = _config_for(llm, config, state)
-    qformer_config = dict(config.qformer_config)
-    qformer_config["causal_attends_window_padding"] = True  # released behaviour (see module docstring)
-    config.qformer_config = qformer_config
+    # released behaviour (see module docstring)
+    config.causal_qformer_config = dataclasses.replace(
+        config.causal_qformer_config, causal_attends_window_padding=True
+    )
     converted, report = convert_released_state_dict(state, config)
 
     sources = copy.deepcopy(config.component_sources or {})

@@ -208,7 +208,7 @@ def _train(model, inputs, steps: int, seed: int, lr: float, result: DemoResult, 
 
 
 def _answer(model, processor, inputs, max_new_tokens: int, progress: bool) -> str:
-    from .cli import GenerationProgress
+    from .progress import GenerationProgress
 
     streamer = GenerationProgress(max_new_tokens, desc="      generating") if progress else None
     with torch.no_grad():

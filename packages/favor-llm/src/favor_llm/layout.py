@@ -40,28 +40,36 @@ class AVLayout:
     window_stride: int = 10
     num_queries: int = 32
     sample_rate: int = 16000
-    image_repeat: int = 60
+    repeat_image: int = 60
     max_media_seconds: float | None = 300.0
     #: `FavorConfig.audio_chunk_seconds`: the processor cuts waveforms into chunks this long (None: the window).
     audio_chunk_seconds: float | None = None
 
     @classmethod
     def from_config(cls, config: FavorConfig) -> AVLayout:
-        q = config.qformer_config
+        q = config.causal_qformer_config
         return cls(
             fps=float(config.fps),
             audio_feature_rates=[float(r) for r in config.audio_feature_rates],
             tokens_per_frame=config.tokens_per_frame,
             sync_mode=config.sync_mode,
             sync_overflow=config.sync_overflow,
-            window_size=int(q["window_size"]),
-            window_stride=int(q["window_stride"]),
+            window_size=int(q.window_size),
+            window_stride=int(q.window_stride),
             num_queries=config.num_queries,
             sample_rate=int(config.audio_sample_rate),
-            image_repeat=int(config.image_repeat),
+            repeat_image=int(config.repeat_image),
             max_media_seconds=config.max_media_seconds,
             audio_chunk_seconds=config.audio_chunk_seconds,
         )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AVLayout:
+        """From `to_dict`'s fields (``image_repeat``, the name before ``repeat_image``, is read too)."""
+        data = dict(data)
+        if "image_repeat" in data:
+            data.setdefault("repeat_image", data.pop("image_repeat"))
+        return cls(**data)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +84,7 @@ class AVLayout:
             tokens_per_frame=self.tokens_per_frame,
             mode=self.sync_mode,
             overflow=self.sync_overflow,
+            repeat_image=self.repeat_image,
         )
 
     def audio_frames(self, audio_samples: int) -> int:

@@ -29,8 +29,6 @@ processor from a local directory or a Hub repo id, and ``push_to_hub`` works)::
 
 ProcessorMixin's attributes are fixed per class and required, so the optional Q-Former tokenizer and the audio
 feature extractors after the first are saved and loaded explicitly here (see `FavorProcessor.save_pretrained`).
-Directories written by the earlier layout (``favor_processor_config.json``, ``image_processor/``,
-``feature_extractor_<k>/``) still load.
 """
 
 from __future__ import annotations
@@ -38,43 +36,22 @@ from __future__ import annotations
 import enum
 import json
 import os
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
+from transformers import BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from .configuration import RELEASED_PROMPT_TEMPLATE, RELEASED_TEXT_ONLY_TEMPLATE, FavorConfig
 from .layout import AVLayout
+from .media_items import PreparedMedia, num_av_tokens, prepare_media, visual_frames
 
 __all__ = ["FavorProcessor", "PreparedMedia"]
 
-#: The file of the earlier (pre-ProcessorMixin) layout; such directories still load.
-LEGACY_PROCESSOR_CONFIG_NAME = "favor_processor_config.json"
 #: transformers' processor file (``transformers.utils.PROCESSOR_NAME``).
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-@dataclass
-class PreparedMedia:
-    """One media item ready for the model.
-
-    Attributes:
-        frames: ``(F, 3, H, W)`` uint8 frames (``F = 1`` for an image) or ``None``.
-        is_image: the single frame is a still image (repeated over frames).
-        audio: ``(S,)`` float32 mono waveform at the processor's sample rate, or ``None``.
-        duration: seconds.
-    """
-
-    frames: torch.Tensor | None
-    is_image: bool
-    audio: torch.Tensor | None
-    duration: float
 
 
 class FavorProcessor(ProcessorMixin):
@@ -120,7 +97,7 @@ class FavorProcessor(ProcessorMixin):
         if not feature_extractors:
             raise ValueError("feature_extractors: expected at least one audio feature extractor, got none")
         if isinstance(layout, dict):
-            layout = AVLayout(**layout)
+            layout = AVLayout.from_dict(layout)
         if layout is not None and not isinstance(layout, AVLayout):
             raise ValueError(
                 f"layout: expected an AVLayout or a dict of its fields, got {type(layout).__name__}"
@@ -223,132 +200,18 @@ class FavorProcessor(ProcessorMixin):
         )
 
     # ------------------------------------------------------------------------------------------------- media
+    # ------------------------------------------------------------------------------------------------- media
     def load(self, item: Any, index: int = 0) -> PreparedMedia | None:
-        """Normalise one media item (see the module docstring) to `PreparedMedia`; checks the length limit."""
-        if item is None:
-            return None
-        prepared = self._load(item, index)
-        limit = self.layout.max_media_seconds
-        if limit is not None and prepared.duration > limit + 1e-6:
-            raise ValueError(
-                f"media[{index}]: {prepared.duration:.2f} s is longer than max_media_seconds={limit} "
-                "(set FavorConfig.max_media_seconds / processor.layout.max_media_seconds, or cut it with "
-                "favor_avsync.load_media(..., max_seconds=...))"
-            )
-        return prepared
-
-    def _load(self, item: Any, index: int) -> PreparedMedia:
-        name = f"media[{index}]"
-        if isinstance(item, (str, Path, bytes, bytearray, memoryview)):
-            from favor_avsync import load_media
-
-            limit = self.layout.max_media_seconds
-            # Decode at most a little past the limit: enough to tell that a file is too long (raised in `load`).
-            max_seconds = None if limit is None else limit + 2.0 / self.layout.fps
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*cut.*")
-                clip = load_media(
-                    item, fps=self.layout.fps, sample_rate=self.layout.sample_rate, max_seconds=max_seconds
-                )
-            if isinstance(item, (str, Path)):
-                is_image = Path(item).suffix.lower() in _IMAGE_SUFFIXES
-            else:  # bytes: a single frame without audio is taken as a still image
-                is_image = clip.frames is not None and clip.frames.shape[0] == 1 and clip.audio is None
-            return self._from_clip(clip, name, is_image=is_image)
-        if _is_media_clip(item):
-            return self._from_clip(item, name, is_image=False)
-        if isinstance(item, dict):
-            unknown = set(item) - {"video", "audio", "image", "sample_rate"}
-            if unknown:
-                raise ValueError(
-                    f"{name}: unknown keys {sorted(unknown)}; expected video, audio, image, sample_rate"
-                )
-            if "video" in item and "image" in item:
-                raise ValueError(f"{name}: give 'video' or 'image', not both")
-            audio = _waveform(
-                item.get("audio"), item.get("sample_rate", self.layout.sample_rate), self.layout, name
-            )
-            if item.get("image") is not None:
-                frames = _frames(item["image"], name, image=True)
-                is_image = True
-            else:
-                frames = _frames(item.get("video"), name, image=False)
-                is_image = False
-            if frames is None and audio is None:
-                raise ValueError(f"{name}: holds neither video, image nor audio")
-            return self._prepared(frames, is_image, audio)
-        if isinstance(item, (np.ndarray, torch.Tensor)):
-            array = torch.as_tensor(np.asarray(item)) if isinstance(item, np.ndarray) else item
-            if array.ndim == 1:
-                return self._prepared(
-                    None, False, _waveform(array, self.layout.sample_rate, self.layout, name)
-                )
-            if array.ndim == 3:
-                return self._prepared(_frames(array, name, image=True), True, None)
-            if array.ndim == 4:
-                return self._prepared(_frames(array, name, image=False), False, None)
-            raise ValueError(
-                f"{name}: an array must be a waveform (S,), an image (H, W, 3) / (3, H, W) or frames (T, H, W, 3) / "
-                f"(T, 3, H, W); got shape {tuple(array.shape)}"
-            )
-        raise ValueError(
-            f"{name}: expected a path, bytes, a MediaClip, a dict of arrays, an array or None; got {type(item).__name__}"
-        )
-
-    def _from_clip(self, clip: Any, name: str, is_image: bool) -> PreparedMedia:
-        frames = clip.frames
-        audio = clip.audio
-        if frames is not None:
-            frames = torch.as_tensor(frames)
-            if frames.ndim != 4 or frames.shape[1] != 3:
-                raise ValueError(
-                    f"{name}: MediaClip.frames must be (T, 3, H, W) uint8, got {tuple(frames.shape)}"
-                )
-            if frames.shape[0] == 0:
-                frames = None
-        fps = getattr(clip, "fps", None)
-        if frames is not None and fps is not None and abs(float(fps) - self.layout.fps) > 1e-6:
-            # frame t is taken to start at t / layout.fps: other rates would drift against the audio
-            raise ValueError(
-                f"{name}: MediaClip.fps {float(fps):g} differs from the processor's {self.layout.fps:g} fps; "
-                f"decode with favor_avsync.load_media(..., fps={self.layout.fps:g}) or pass the path"
-            )
-        if audio is not None:
-            audio = _waveform(audio, clip.sample_rate, self.layout, name)
-        if frames is None and audio is None:
-            raise ValueError(f"{name}: the media has neither frames nor audio")
-        is_image = is_image and frames is not None and frames.shape[0] == 1 and audio is None
-        duration = float(getattr(clip, "duration", 0.0) or 0.0)
-        prepared = self._prepared(frames, is_image, audio)
-        prepared.duration = max(prepared.duration, duration)
-        return prepared
-
-    def _prepared(
-        self, frames: torch.Tensor | None, is_image: bool, audio: torch.Tensor | None
-    ) -> PreparedMedia:
-        seconds = []
-        if frames is not None and not is_image:
-            seconds.append(frames.shape[0] / self.layout.fps)
-        if audio is not None:
-            seconds.append(audio.shape[0] / self.layout.sample_rate)
-        return PreparedMedia(frames, is_image, audio, max(seconds, default=0.0))
+        """Normalise one media item (see `favor_llm.media_items`) to `PreparedMedia`; checks the length limit."""
+        return prepare_media(item, self.layout, index)
 
     def visual_frames(self, media: PreparedMedia) -> int:
         """Frames the visual stream spans: the video's, an image's repeat count (its audio's frames with audio)."""
-        if media.frames is None:
-            return 0
-        if not media.is_image:
-            return int(media.frames.shape[0])
-        if media.audio is not None:
-            return max(1, self.layout.audio_frames(media.audio.shape[0]))
-        return int(self.layout.image_repeat)
+        return visual_frames(media, self.layout)
 
     def num_av_tokens(self, media: PreparedMedia | None) -> int:
         """Placeholder tokens one media item expands into (0 for none)."""
-        if media is None:
-            return 0
-        audio_samples = 0 if media.audio is None else int(media.audio.shape[0])
-        return self.layout.av_tokens(self.visual_frames(media), audio_samples)
+        return num_av_tokens(media, self.layout)
 
     # -------------------------------------------------------------------------------------------------- text
     def build_prompt(
@@ -626,7 +489,7 @@ class FavorProcessor(ProcessorMixin):
     ) -> FavorProcessor:
         """Load a processor from a local directory or a Hub repo id (``revision``, ``token``, ``cache_dir``,
         ``local_files_only``, ``subfolder`` as in transformers); ``kwargs`` that are ``__init__`` arguments (e.g.
-        ``qformer_max_length``) override the saved values. Directories of the earlier layout load too."""
+        ``qformer_max_length``) override the saved values."""
         path = Path(pretrained_model_name_or_path)
         local = path / kwargs.get("subfolder", "")
         if not path.exists() and (
@@ -634,11 +497,9 @@ class FavorProcessor(ProcessorMixin):
         ):
             raise ValueError(f"pretrained_model_name_or_path: the directory {path} does not exist")
         if local.is_dir() and not (local / PROCESSOR_CONFIG_NAME).is_file():
-            if (local / LEGACY_PROCESSOR_CONFIG_NAME).is_file():
-                return cls._from_legacy_directory(local, **kwargs)
             raise ValueError(
-                f"pretrained_model_name_or_path: {local} has no {PROCESSOR_CONFIG_NAME} (nor the earlier "
-                f"{LEGACY_PROCESSOR_CONFIG_NAME}); is it a directory written by FavorProcessor.save_pretrained?"
+                f"pretrained_model_name_or_path: {local} has no {PROCESSOR_CONFIG_NAME}; is it a directory written by "
+                "FavorProcessor.save_pretrained?"
             )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
@@ -678,37 +539,6 @@ class FavorProcessor(ProcessorMixin):
             )
         return [tokenizer, image_processor, extractors]
 
-    @classmethod
-    def _from_legacy_directory(cls, root: Path, **kwargs: Any) -> FavorProcessor:
-        """Load the earlier layout: ``favor_processor_config.json``, the tokenizer at the top level,
-        ``image_processor/``, ``feature_extractor_<k>/`` and ``qformer_tokenizer/``."""
-        import transformers
-        from transformers import WhisperFeatureExtractor
-
-        settings = json.loads((root / LEGACY_PROCESSOR_CONFIG_NAME).read_text())
-        tokenizer = AutoTokenizer.from_pretrained(root)
-        image_cls = getattr(transformers, settings["image_processor_class"])
-        image_processor = image_cls.from_pretrained(root / "image_processor")
-        fes = [
-            WhisperFeatureExtractor.from_pretrained(root / f"feature_extractor_{k}")
-            for k in range(settings["num_feature_extractors"])
-        ]
-        qtok = (
-            AutoTokenizer.from_pretrained(root / QFORMER_TOKENIZER_DIR)
-            if settings["has_qformer_tokenizer"]
-            else None
-        )
-        init = {
-            "layout": AVLayout(**settings["layout"]),
-            "qformer_tokenizer": qtok,
-            "av_token": settings["av_token"],
-            "prompt_template": settings["prompt_template"],
-            "text_only_template": settings["text_only_template"],
-            "qformer_max_length": settings.get("qformer_max_length", 512),
-        }
-        init.update({k: v for k, v in kwargs.items() if k in init or k == "chat_template"})
-        return cls(tokenizer, image_processor, fes, **init)
-
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _json_default(value: Any) -> Any:
@@ -720,68 +550,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, enum.Enum):  # e.g. PIL's Resampling
         return value.value
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _is_media_clip(item: Any) -> bool:
-    return all(hasattr(item, a) for a in ("frames", "audio", "sample_rate"))
-
-
-def _frames(array: Any, name: str, image: bool) -> torch.Tensor | None:
-    """An image ``(H, W, 3)`` / ``(3, H, W)`` or frames ``(T, H, W, 3)`` / ``(T, 3, H, W)`` -> uint8 ``(T, 3, H, W)``."""
-    if array is None:
-        return None
-    t = torch.as_tensor(np.asarray(array)) if not isinstance(array, torch.Tensor) else array
-    if image:
-        if t.ndim != 3:
-            raise ValueError(f"{name}: an image must be (H, W, 3) or (3, H, W), got shape {tuple(t.shape)}")
-        t = t[None]
-    if t.ndim != 4:
-        raise ValueError(
-            f"{name}: video frames must be (T, H, W, 3) or (T, 3, H, W), got shape {tuple(t.shape)}"
-        )
-    if t.shape[1] != 3 and t.shape[-1] == 3:
-        t = t.permute(0, 3, 1, 2)
-    if t.shape[1] != 3:
-        raise ValueError(f"{name}: frames need 3 colour channels, got shape {tuple(t.shape)}")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name}: the video has no frames")
-    if t.is_floating_point():
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name}: frames hold NaN or inf")
-        t = (t.clamp(0, 1) * 255).round() if float(t.max()) <= 1.0 else t.clamp(0, 255).round()
-    return t.to(torch.uint8)
-
-
-def _waveform(array: Any, sample_rate: int, layout: AVLayout, name: str) -> torch.Tensor | None:
-    """A mono waveform at the layout's sample rate as float32 ``(S,)``."""
-    if array is None:
-        return None
-    t = torch.as_tensor(np.asarray(array)) if not isinstance(array, torch.Tensor) else array
-    if t.ndim == 2 and 1 in t.shape:
-        t = t.reshape(-1)
-    if t.ndim != 1:
-        raise ValueError(f"{name}: audio must be a mono waveform (S,), got shape {tuple(t.shape)}")
-    if int(sample_rate) != layout.sample_rate:
-        raise ValueError(
-            f"{name}: audio sample_rate {sample_rate} Hz differs from the processor's {layout.sample_rate} Hz; "
-            "resample it (favor_avsync.load_media does this for files)"
-        )
-    if not t.is_floating_point():
-        # integer PCM (WAV readers): full scale is +-1, as in float audio and Whisper's feature extractor
-        if t.dtype == torch.uint8:  # 8-bit WAV is unsigned, centred on 128
-            t = (t.to(torch.float32) - 128.0) / 128.0
-        elif t.dtype in (torch.int8, torch.int16, torch.int32):
-            t = t.to(torch.float32) / float(-torch.iinfo(t.dtype).min)
-        else:
-            raise ValueError(
-                f"{name}: audio must be float (-1..1) or integer PCM (int8, int16, int32, uint8), got {t.dtype}"
-            )
-    t = t.to(torch.float32)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name}: audio holds NaN or inf")
-    if t.shape[0] == 0:
-        return None
-    return t
 
 
 def _pad_text(

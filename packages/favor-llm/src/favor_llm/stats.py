@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from .components import component_of
+from .components import components as declared_components
 from .configuration import FavorConfig
 from .layout import AVLayout
 
@@ -21,18 +23,18 @@ def parameter_counts(config: FavorConfig | None = None) -> dict[str, Any]:
 
     Returns:
         ``{"trainable": int, "frozen": int, "total": int, "components": {name: {"trainable": int, "frozen": int}}}``
-        with components ``vision``, ``audio_encoders``, ``audio_projections``, ``qformer``, ``language_projection``,
-        ``language_model`` (LoRA adapters are the trainable part of ``language_model``).
+        keyed by the declared component names (`favor_llm.components`: ``vision``, ``audio_<k>``,
+        ``audio_projections``, ``synchroniser``, ``causal_qformer``, ``language_projection``, ``text``, ``lora``).
     """
     from .modeling import FavorModel
 
     config = config or FavorConfig()
     with torch.device("meta"):
         model = FavorModel(config)
-    components: dict[str, dict[str, int]] = {}
+    parts = declared_components(config)
+    components = {c.name: {"trainable": 0, "frozen": 0} for c in parts}
     for name, param in model.named_parameters():
-        part = name.split(".", 1)[0]
-        entry = components.setdefault(part, {"trainable": 0, "frozen": 0})
+        entry = components[component_of(name, parts).name]
         entry["trainable" if param.requires_grad else "frozen"] += param.numel()
     trainable = sum(c["trainable"] for c in components.values())
     frozen = sum(c["frozen"] for c in components.values())
@@ -43,7 +45,7 @@ def describe(config: FavorConfig | None = None) -> dict[str, Any]:
     """A summary for ``favor info``: the composed parts, parameter counts and AV tokens per minute of video."""
     config = config or FavorConfig()
     layout = AVLayout.from_config(config)
-    q = config.qformer_config
+    q = config.causal_qformer_config
     return {
         "vision": config.vision_config.model_type
         + (
@@ -55,8 +57,8 @@ def describe(config: FavorConfig | None = None) -> dict[str, Any]:
         "audio": [c.model_type for c in config.audio_configs],
         "audio_feature_rates": list(config.audio_feature_rates),
         "fps": config.fps,
-        "window_size": q["window_size"],
-        "window_stride": q["window_stride"],
+        "window_size": q.window_size,
+        "window_stride": q.window_stride,
         "num_queries": config.num_queries,
         "llm": config.text_config.model_type,
         "lora": {
@@ -70,4 +72,8 @@ def describe(config: FavorConfig | None = None) -> dict[str, Any]:
         "diversity_loss_weight": config.diversity_loss_weight,
         "av_tokens_per_minute": layout.tokens_per_minute(),
         "parameters": parameter_counts(config),
+        "components": [
+            {"name": c.name, "module": c.module, "trainable": c.trainable, "weights": c.weights}
+            for c in declared_components(config)
+        ],
     }

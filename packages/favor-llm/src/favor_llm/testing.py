@@ -117,7 +117,7 @@ def tiny_text_config(tokenizer: PreTrainedTokenizerFast, model_type: str = "llam
 def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -> FavorConfig:
     """The tiny `FavorConfig` (same structure as the released model, every size shrunk; 5 s Whisper windows).
 
-    ``overrides`` replace any `FavorConfig` field (e.g. ``qformer_config={...}``, ``image_repeat=60``).
+    ``overrides`` replace any `FavorConfig` field (e.g. ``causal_qformer_config={...}``, ``repeat_image=60``).
     """
     tokenizer = tokenizer or tiny_tokenizer()
     vocab = len(tokenizer)
@@ -151,9 +151,9 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -
         audio_configs=[whisper],
         audio_feature_rates=[50.0],
         audio_hidden_size=32,
-        image_repeat=8,
+        repeat_image=8,
         max_media_seconds=60.0,
-        qformer_config={
+        causal_qformer_config={
             "hidden_size": 32,
             "num_layers": 2,
             "num_heads": 4,

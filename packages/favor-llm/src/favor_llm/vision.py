@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, PretrainedConfig
 
 from .configuration import FavorConfig
+from .media_checks import check_batch
 
 __all__ = ["FrameEncoder", "build_vision_model", "build_vision_qformer"]
 
@@ -69,6 +70,12 @@ class FrameEncoder(nn.Module):
         self.has_qformer = config.vision_qformer_config is not None
         self.tokens_per_frame = config.tokens_per_frame
         self.drop_cls = config.vision_config.model_type in _HAS_CLS_TOKEN
+        size = config.vision_config.image_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        #: ``(C, H, W)`` of one frame, as the vision tower reads it.
+        self.frame_shape = (int(getattr(config.vision_config, "num_channels", 3)), int(height), int(width))
+        self.width = config.visual_hidden_size
+        self.use_instruction = config.vision_use_instruction
         if self.has_qformer:
             self.qformer = build_vision_qformer(config.vision_qformer_config)
             self.query_tokens = nn.Parameter(
@@ -80,6 +87,62 @@ class FrameEncoder(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.vision_model.parameters()).dtype
+
+    def encode_batch(
+        self,
+        pixel_values: torch.Tensor | None,
+        pixel_lengths: torch.Tensor,
+        frame_lengths: torch.Tensor,
+        instruction_ids: torch.Tensor | None,
+        instruction_mask: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """A padded batch of frames -> ``(B, T, N, Dv)`` visual tokens over the frames each sample spans.
+
+        Only real frames are encoded (packed over the batch); an image (``pixel_lengths == 1``) is repeated over
+        its ``frame_lengths`` frames; frames past a sample's length are zero.
+
+        Args:
+            pixel_values: ``(B, F, C, H, W)`` frames, or ``None`` (no visual input).
+            pixel_lengths: ``(B,)`` distinct frames per sample.
+            frame_lengths: ``(B,)`` frames each sample spans (``T = max``).
+            instruction_ids: ``(B, Lq)`` InstructBLIP instruction tokens, or ``None``.
+            instruction_mask: ``(B, Lq)`` their mask.
+            dtype: dtype of the result.
+        """
+        batch = pixel_lengths.shape[0]
+        device = pixel_lengths.device
+        max_frames = int(frame_lengths.max()) if batch else 0
+        visual = torch.zeros(batch, max_frames, self.tokens_per_frame, self.width, dtype=dtype, device=device)
+        if pixel_values is None or int(pixel_lengths.sum()) == 0:
+            return visual
+        if pixel_values.ndim != 5:
+            raise ValueError(
+                "pixel_values: expected (batch, frames, channels, height, width), got shape "
+                f"{tuple(pixel_values.shape)}"
+            )
+        if tuple(pixel_values.shape[2:]) != self.frame_shape:
+            raise ValueError(
+                f"pixel_values: frames must be (channels, height, width) = {self.frame_shape} for the vision tower, "
+                f"got {tuple(pixel_values.shape[2:])} (FavorProcessor resizes and normalises frames)"
+            )
+        real = torch.arange(pixel_values.shape[1], device=device)[None, :] < pixel_lengths[:, None]  # (B, F)
+        pixels = pixel_values.to(device)[real]  # (sum F, C, H, W)
+        ids = mask = None
+        if self.use_instruction and instruction_ids is not None:
+            check_batch("qformer_input_ids", instruction_ids, batch)
+            owner = torch.arange(batch, device=device)[:, None].expand_as(real)[
+                real
+            ]  # (sum F,) frame's sample
+            ids = instruction_ids.to(device)[owner]
+            if instruction_mask is not None:
+                mask = instruction_mask.to(device)[owner]
+        tokens = self(pixels, ids, mask).to(dtype)  # (sum F, N, Dv)
+        for b, frames in enumerate(tokens.split(pixel_lengths.tolist())):
+            count = int(frame_lengths[b])
+            if count and frames.shape[0]:
+                visual[b, :count] = frames.expand(count, -1, -1) if frames.shape[0] == 1 else frames
+        return visual
 
     def forward(
         self,

@@ -77,8 +77,8 @@ class StreamingSession:
         self.video, self.audio = bool(video), bool(audio)
         self.fps = float(config.fps)
         self.sample_rate = int(config.audio_sample_rate)
-        self.window_size = int(config.qformer_config["window_size"])
-        self.window_stride = int(config.qformer_config["window_stride"])
+        self.window_size = int(config.causal_qformer_config.window_size)
+        self.window_stride = int(config.causal_qformer_config.window_stride)
         spf = self.sample_rate / self.fps
         if spf != int(spf):
             raise ValueError(
@@ -267,10 +267,9 @@ class StreamingSession:
                 kwargs[key] = torch.cat([p[k] for p in pieces])[None]  # (1, steps, Da)
         if "visual_features" not in kwargs and "audio_features" not in kwargs:
             return torch.zeros(0, model.config.text_config.hidden_size), torch.zeros(0, dtype=torch.bool)
-        tokens, window_mask, _ = model.get_av_features(**kwargs)  # (1, W, Q, H), (1, W)
-        projection = model.language_projection
-        projected = projection(tokens[window_mask].to(projection.weight.dtype))  # (W, Q, E)
-        return projected.reshape(-1, projected.shape[-1]), window_mask[0]
+        av = model.get_av_features(**kwargs)  # av_embeds (1, W, Q, E), window_mask (1, W)
+        projected = av.av_embeds[av.window_mask]  # (W, Q, E)
+        return projected.reshape(-1, projected.shape[-1]), av.window_mask[0]
 
     def _release(self, next_start: int) -> None:
         """Forget frames and audio chunks that no later window reads (memory stays bounded)."""
