@@ -226,3 +226,21 @@ def test_bad_input_is_a_clear_error(chunked):
         ContextPolicy("drop_everything")
     with pytest.raises(ValueError, match="audio_chunk_seconds"):
         tiny_model_and_processor(audio_chunk_seconds=0.013)
+
+
+def test_stream_budget_released_and_favor_info(capsys):
+    """Released FAVOR: 384 AV tokens per minute, Vicuna-13B's KV cache is 2 x 40 layers x 40 heads x 128 x 2 bytes
+    per token, its 2048-token context holds (2048 - 256) / 384 minutes; `favor info` prints it."""
+    from favor_llm import FavorConfig
+    from favor_llm.cli import main
+    from favor_llm.streaming.budget import stream_budget
+
+    budget = stream_budget(FavorConfig())
+    assert budget["av_tokens_per_hour"] == 23040
+    assert budget["kv_bytes_per_token"] == 2 * 40 * 40 * 128 * 2
+    assert budget["kv_bytes_per_hour"] == 23040 * 819200
+    assert budget["minutes_until_full"] == pytest.approx((2048 - 256) / 384)
+    assert main(["info", "released"]) == 0
+    out = capsys.readouterr().out
+    assert "23,040 AV tokens and 17.58 GiB of 16-bit KV cache per hour" in out
+    assert "context is full after 4.7 min" in out

@@ -1,0 +1,111 @@
+"""Streaming latency: per-window cost against the position in the stream, and time to answer against stream length.
+
+A `favor_llm.streaming` session over synthetic media (random 32x32 frames at 2 fps, noise audio at 16 kHz) through
+the tiny FAVOR (`favor_llm.testing`, 2 s windows of 4 frames, 4 queries, audio in 2 s chunks):
+
+1. per-window latency (encode the window's 4 frames and 2 s of audio, synchronise, causal Q-Former, project, append
+   to the KV cache): the median over each minute, minute 1 against the last minute (target: flat within 20%). The
+   context policy is ``"error"`` with a context large enough for the whole stream, so the cache keeps growing and
+   nothing is dropped or re-prefilled (the worst case for flatness).
+2. time to answer (``ask``: the partial window, the question, ``--new-tokens`` greedy tokens) at several stream
+   lengths, against the named peer: offline ``FavorModel.generate`` on the same media (what answering costs without
+   a stream: every window encoded again), measured in the same run.
+
+    python benchmarks/bench_streaming.py [--minutes 60] [--offline-minutes 1 5 10] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from favor_llm.streaming import ContextPolicy
+from favor_llm.testing import tiny_model_and_processor
+
+QUESTION = "What is happening in the video?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=60, help="stream length")
+    parser.add_argument("--ask-at", type=int, nargs="*", default=[1, 5, 10, 30, 60], help="minutes to ask at")
+    parser.add_argument("--offline-minutes", type=int, nargs="*", default=[1, 5, 10], help="peer lengths")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny matrices: 1 is fastest)")
+    args, _ = parser.parse_known_args()  # `nox -s bench -- ...` passes the same arguments to every script
+    torch.set_num_threads(args.threads)
+
+    model, processor = tiny_model_and_processor(seed=0, audio_chunk_seconds=2.0)
+    processor.layout.max_media_seconds = None  # the offline peer reads long media
+    tokens_needed = 16 + args.minutes * 30 * model.config.num_queries + 64
+    session = model.stream(processor, context_policy=ContextPolicy("error", max_tokens=tokens_needed + 256))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # one window: 2 s
+    audio = (rng.standard_normal(32000) * 0.1).astype(np.float32)
+    all_frames, all_audio = [], []
+    per_minute: list[float] = []
+    answers: dict[int, float] = {}
+    for minute in range(1, args.minutes + 1):
+        times = []
+        for _ in range(30):
+            start = time.perf_counter()
+            closed = session.feed(frames=frames, audio=audio)
+            times.append(time.perf_counter() - start)
+            assert len(closed) == 1
+        per_minute.append(statistics.median(times))
+        if minute <= max(args.offline_minutes, default=0):
+            all_frames.append(np.repeat(frames[None], 30, axis=0).reshape(-1, 32, 32, 3))
+            all_audio.append(np.tile(audio, 30))
+        if minute in args.ask_at:
+            session.ask(QUESTION, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)  # warm
+            runs = [
+                session.ask(QUESTION, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens).latency
+                for _ in range(3)
+            ]
+            answers[minute] = statistics.median(runs)
+
+    offline: dict[int, float] = {}
+    for minutes in args.offline_minutes:
+        media = {
+            "video": np.concatenate(all_frames[:minutes]),
+            "audio": np.concatenate(all_audio[:minutes]),
+        }
+        start = time.perf_counter()
+        inputs = processor(text=QUESTION, media=media)
+        with torch.no_grad():
+            model.generate(
+                **inputs, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False
+            )
+        offline[minutes] = time.perf_counter() - start
+
+    print(f"per-window latency (median of the 30 windows of each minute; {args.threads} thread(s)):")
+    marks = sorted({1, 2, 5, 10, 20, 30, 40, 50, args.minutes} & set(range(1, args.minutes + 1)))
+    print("| minute | " + " | ".join(str(m) for m in marks) + " |")
+    print("|---|" + "---|" * len(marks))
+    print("| ms | " + " | ".join(f"{per_minute[m - 1] * 1000:.1f}" for m in marks) + " |")
+    ratio = per_minute[-1] / per_minute[0]
+    print(
+        f"minute {args.minutes} / minute 1: {ratio:.2f} (target: within 0.8-1.2); cache {session.num_tokens} tokens"
+    )
+    print(
+        "\ntime to answer (median of 3; partial window + question + "
+        f"{args.new_tokens} tokens) vs offline generate on the same media:"
+    )
+    print("| stream minutes | ask (s) | offline generate (s) | offline / ask |")
+    print("|---|---|---|---|")
+    for minute in sorted(set(answers) | set(offline)):
+        ask = answers.get(minute)
+        peer = offline.get(minute)
+        ratio_text = f"{peer / ask:.0f}x" if ask and peer else "-"
+        print(
+            f"| {minute} | {'-' if ask is None else f'{ask:.3f}'} | {'-' if peer is None else f'{peer:.2f}'} | "
+            f"{ratio_text} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
