@@ -376,6 +376,12 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
         f"  AV tokens       {per_minute:g} per minute of video "
         f"({60 * config.fps / q.window_stride:g} windows x {s['num_queries']} queries)"
     )
+    stream = s["streaming"]
+    lines.append(
+        f"  streaming       {stream['av_tokens_per_hour']:,.0f} AV tokens and {stream['kv_bytes_per_hour'] / 2**30:.2f} "
+        f"GiB of 16-bit KV cache per hour; the {stream['context_tokens']}-token context is full after "
+        f"{stream['minutes_until_full']:.1f} min (favor stream --policy keep_recent keeps the latest windows)"
+    )
     for name, src in (facts.get("component_sources") or {}).items():
         lines.append(f"  frozen {name:<9}from {src.get('name_or_path')}")
     return lines
