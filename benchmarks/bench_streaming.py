@@ -41,11 +41,12 @@ def main() -> None:
 
     model, processor = tiny_model_and_processor(seed=0, audio_chunk_seconds=2.0)
     processor.layout.max_media_seconds = None  # the offline peer reads long media
-    tokens_needed = 16 + args.minutes * 30 * model.config.num_queries + 64
-    session = model.stream(processor, context_policy=ContextPolicy("error", max_tokens=tokens_needed + 256))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)  # one window: 2 s
     audio = (rng.standard_normal(32000) * 0.1).astype(np.float32)
+    breakdown = _breakdown(model, processor, frames, audio)  # also warms up every path
+    tokens_needed = 16 + args.minutes * 30 * model.config.num_queries + 64
+    session = model.stream(processor, context_policy=ContextPolicy("error", max_tokens=tokens_needed + 256))
     all_frames, all_audio = [], []
     per_minute: list[float] = []
     answers: dict[int, float] = {}
@@ -82,7 +83,10 @@ def main() -> None:
             )
         offline[minutes] = time.perf_counter() - start
 
-    print(f"per-window latency (median of the 30 windows of each minute; {args.threads} thread(s)):")
+    print(f"window close, split (median of 20 windows; {args.threads} thread(s)):")
+    for name, seconds in breakdown.items():
+        print(f"  {name:<52} {seconds * 1000:7.2f} ms")
+    print(f"\nper-window latency (median of the 30 windows of each minute; {args.threads} thread(s)):")
     marks = sorted({1, 2, 5, 10, 20, 30, 40, 50, args.minutes} & set(range(1, args.minutes + 1)))
     print("| minute | " + " | ".join(str(m) for m in marks) + " |")
     print("|---|" + "---|" * len(marks))
@@ -105,6 +109,34 @@ def main() -> None:
             f"| {minute} | {'-' if ask is None else f'{ask:.3f}'} | {'-' if peer is None else f'{peer:.2f}'} | "
             f"{ratio_text} |"
         )
+
+
+def _breakdown(model, processor, frames: np.ndarray, audio: np.ndarray) -> dict[str, float]:
+    """Where a window's time goes: its frames encoded on arrival; then, at its close, its audio chunk encoded, the
+    synchroniser, causal Q-Former, projection and cache append; and the causal Q-Former alone on one window."""
+    session = model.stream(processor)
+    on_frames, on_close = [], []
+    for _ in range(22):
+        start = time.perf_counter()
+        session.feed(frames=frames)  # no window closes: its audio is missing
+        on_frames.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        assert len(session.feed(audio=audio)) == 1
+        on_close.append(time.perf_counter() - start)
+    qformer = model.media_encoder.causal_qformer
+    config = qformer.config
+    features = torch.randn(1, config.window_size, config.tokens_per_frame, config.encoder_hidden_size)
+    alone = []
+    with torch.no_grad():
+        for _ in range(22):
+            start = time.perf_counter()
+            qformer(features)
+            alone.append(time.perf_counter() - start)
+    return {
+        "frames encoded on arrival (4 frames)": statistics.median(on_frames[2:]),
+        "at close: audio chunk + sync + Q-Former + projection + append": statistics.median(on_close[2:]),
+        "of which the causal Q-Former (one window)": statistics.median(alone[2:]),
+    }
 
 
 if __name__ == "__main__":

@@ -386,7 +386,6 @@ class StreamingSession:
         ids = self.context.ids() + [av_id] * tail_count + suffix
         spans = self.windows
         if tail_count:
-            self.context.extend(tail)
             spans += [
                 WindowSpan(s.index, s.start, s.end, base + i * s.num_tokens, s.num_tokens, True)
                 for i, s in enumerate(tail_spans)
@@ -394,6 +393,8 @@ class StreamingSession:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.model.device)
         generate_kwargs.setdefault("do_sample", False)
         try:
+            if tail_count:
+                self.context.extend(tail)
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
