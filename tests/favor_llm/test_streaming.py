@@ -210,6 +210,10 @@ def test_bad_input_is_a_clear_error(chunked):
     session = model.stream(processor)
     with pytest.raises(ValueError, match="frames: expected uint8"):
         session.feed(frames=np.zeros((2, 32, 32, 3), dtype=np.float32))
+    frames = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"frame_times: .* must be at \[0.0, 0.5\] s; got \[0.0, 1.0\]"):
+        session.feed(frames=frames, frame_times=[0.0, 1.0])
+    assert session.feed(frames=frames, frame_times=[0.0, 0.5]) == [] and session.frames_seen == 2
     with pytest.raises(ValueError, match="audio: holds NaN"):
         session.feed(audio=np.full(100, np.nan, dtype=np.float32))
     with pytest.raises(ValueError, match="audio: expected a mono waveform"):
