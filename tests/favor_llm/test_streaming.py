@@ -248,3 +248,28 @@ def test_stream_budget_released_and_favor_info(capsys):
     out = capsys.readouterr().out
     assert "23,040 AV tokens and 17.58 GiB of 16-bit KV cache per hour" in out
     assert "context is full after 4.7 min" in out
+
+
+def test_audio_chunk_seconds_is_saved_and_changes_offline_audio(chunked, av, tmp_path):
+    """FavorConfig.audio_chunk_seconds and the processor's layout survive save/load, and offline inference really
+    cuts audio into such chunks (two 2 s chunks for 4 s of audio, one 5 s window without; different features)."""
+    from favor_llm import FavorConfig, FavorProcessor
+
+    model, processor = chunked
+    model.config.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert FavorConfig.from_pretrained(tmp_path).audio_chunk_seconds == 2.0
+    assert FavorProcessor.from_pretrained(tmp_path).layout.audio_chunk_seconds == 2.0
+    plain, plain_processor = tiny_model_and_processor(seed=0)
+    _, audio = av
+    chunked_in = processor(text=QUESTION, media={"audio": audio[: 8 * SPF]})  # 4 s
+    plain_in = plain_processor(text=QUESTION, media={"audio": audio[: 8 * SPF]})
+    assert chunked_in["input_features"].shape[1] == 1 + 1 and plain_in["input_features"].shape[1] == 1
+    a = model.encode_frozen_media(input_features=chunked_in["input_features"], audio_lengths=[8 * SPF])
+    b = plain.encode_frozen_media(input_features=plain_in["input_features"], audio_lengths=[8 * SPF])
+    assert a["audio_features"].shape == b["audio_features"].shape == (1, 200, 32)  # 50 Hz x 4 s either way
+    # same weights (seed 0), different chunking: the encoder saw different windows
+    assert not torch.allclose(a["audio_features"], b["audio_features"], atol=1e-3)
+    # each chunk alone is what a stream encodes
+    first = model.stream(processor).media.audio_encoder.encode(torch.from_numpy(audio[: 4 * SPF]))[0]
+    torch.testing.assert_close(a["audio_features"][0, :100], first, rtol=1e-5, atol=1e-6)
