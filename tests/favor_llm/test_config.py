@@ -80,3 +80,86 @@ def test_released_parameter_counts_from_configs():
     assert parts["vision"]["trainable"] == 0 and parts["audio_0"]["trainable"] == 0
     assert counts["trainable"] + counts["frozen"] == counts["total"]
     assert counts["trainable"] == 103_826_176 and counts["frozen"] == 14_824_285_952
+
+
+def test_to_dict_from_dict_and_json_round_trips(tmp_path):
+    from favor_llm.testing import tiny_config
+
+    c = tiny_config()
+    again = FavorConfig.from_dict(c.to_dict())
+    assert again.to_dict() == c.to_dict()
+    assert isinstance(again.causal_qformer_config, CausalQFormerConfig)
+    assert again.causal_qformer_config == c.causal_qformer_config
+    from_json = FavorConfig.from_json_file(_write(tmp_path / "c.json", c.to_json_string()))
+    assert from_json.to_dict() | {"_name_or_path": ""} == c.to_dict() | {"_name_or_path": ""}
+    # the dataclass or a dict of its fields on input, the same config
+    as_dict = tiny_config(causal_qformer_config=c.causal_qformer_config.to_dict())
+    assert as_dict.causal_qformer_config == c.causal_qformer_config
+    with pytest.raises(ValueError, match="causal_qformer_config: unknown fields"):
+        tiny_config(causal_qformer_config={"num_querys": 4})
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_sub_configs_load_alone_from_a_favor_config(tmp_path):
+    """``InstructBlipQFormerConfig.from_pretrained(dir)`` reads the key ``qformer_config`` first: the causal
+    Q-Former's config is named ``causal_qformer_config`` so the frame encoder's Q-Former config is found instead."""
+    from transformers import InstructBlipQFormerConfig, InstructBlipVisionConfig, LlamaConfig
+
+    from favor_llm.testing import tiny_config
+
+    c = tiny_config()
+    c.save_pretrained(tmp_path)
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("transformers_version", "_name_or_path")}  # noqa: E731
+    for cls, sub in (
+        (InstructBlipVisionConfig, c.vision_config),
+        (InstructBlipQFormerConfig, c.vision_qformer_config),
+        (LlamaConfig, c.text_config),
+    ):
+        loaded = cls.from_pretrained(tmp_path)
+        assert strip(loaded.to_dict()) == strip(sub.to_dict()), cls.__name__
+    for name, sub in c.sub_configs.items():
+        assert getattr(c, name) is None or isinstance(getattr(c, name), type(getattr(c, name))), (name, sub)
+
+
+def test_run_time_switches_are_not_saved(tmp_path):
+    import json
+
+    from favor_llm.testing import tiny_model_and_processor
+
+    model, _ = tiny_model_and_processor()
+    model.gradient_checkpointing_enable()
+    model.causal_qformer.config.check_finite = False
+    assert model.causal_qformer.config.gradient_checkpointing
+    model.config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["causal_qformer_config"]
+    assert "gradient_checkpointing" not in saved and "check_finite" not in saved
+    assert not model.config.causal_qformer_config.gradient_checkpointing  # the model's switch is its own
+
+
+def test_earlier_field_names_still_load(tmp_path):
+    from favor_llm.testing import tiny_config
+
+    tiny_config().save_pretrained(tmp_path)
+    assert FavorConfig.from_pretrained(tmp_path, image_repeat=3).repeat_image == 3
+
+    c = tiny_config(
+        image_repeat=5, qformer_config={**tiny_config().causal_qformer_config.to_dict(), "num_queries": 2}
+    )
+    assert c.repeat_image == 5 and c.image_repeat == 5
+    assert c.num_queries == 2 and c.qformer_config is c.causal_qformer_config
+
+
+def test_config_common_properties(tmp_path):
+    """What transformers' ConfigTester checks: subfolders, num_labels, init without arguments."""
+    from favor_llm.testing import tiny_config
+
+    c = tiny_config()
+    c.save_pretrained(tmp_path / "sub")
+    loaded = FavorConfig.from_pretrained(tmp_path, subfolder="sub")
+    assert loaded.to_dict() | {"_name_or_path": ""} == c.to_dict() | {"_name_or_path": ""}
+    assert len(FavorConfig(num_labels=5).id2label) == 5
+    assert FavorConfig().to_dict()["causal_qformer_config"]["num_queries"] == 32

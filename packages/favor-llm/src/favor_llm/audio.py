@@ -11,13 +11,14 @@ Shape legend: ``B`` batch, ``K`` chunks per sample (padded), ``M`` mel bins, ``L
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-__all__ = ["AudioEncoder", "audio_steps", "chunk_samples", "num_chunks"]
+__all__ = ["AudioEncoder", "audio_steps", "chunk_samples", "num_chunks", "whisper_windows"]
 
 #: Whisper's feature extractor hop (samples at 16 kHz); its encoder halves the mel frame rate (stride-2 conv).
 WHISPER_HOP_LENGTH = 160
@@ -60,6 +61,33 @@ def audio_steps(num_samples: torch.Tensor | int, rate: float, sample_rate: int) 
     if isinstance(num_samples, torch.Tensor):
         return torch.ceil(num_samples.double() * rate / sample_rate).long()
     return math.ceil(num_samples * rate / sample_rate)
+
+
+def whisper_windows(
+    fe: Any, audio: list[torch.Tensor | None], chunk_seconds: float | None = None
+) -> torch.Tensor:
+    """Waveforms -> ``(B, K, M, L)`` log-mel windows of ``fe.n_samples`` samples each (the last zero-padded), or of
+    ``chunk_seconds`` of audio each, padded to the window (`FavorConfig.audio_chunk_seconds`)."""
+    per_window = int(fe.n_samples)
+    if chunk_seconds is not None:
+        per_window = min(per_window, round(chunk_seconds * int(fe.sampling_rate)))
+    windows, counts = [], []
+    for a in audio:
+        if a is None:
+            counts.append(0)
+            continue
+        pieces = [a[s : s + per_window].numpy() for s in range(0, a.shape[0], per_window)]
+        counts.append(len(pieces))
+        windows.extend(pieces)
+    feats = fe(windows, sampling_rate=fe.sampling_rate, return_tensors="pt")[
+        "input_features"
+    ]  # (sum K, M, L)
+    out = feats.new_zeros(len(audio), max(counts), *feats.shape[1:])
+    start = 0
+    for b, c in enumerate(counts):
+        out[b, :c] = feats[start : start + c]
+        start += c
+    return out
 
 
 class AudioEncoder(nn.Module):

@@ -40,11 +40,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from torch import nn
 
 from .components import ADAPTER, CHECKPOINT, SOURCE, Component, components
 from .configuration import FavorConfig
+from .weights import (
+    WEIGHTS_INDEX_NAME,
+    assign_strict,
+    key_index,
+    load_module_weights,
+    local_or_download,
+    read_tensors,
+    resolve_checkpoint_files,
+    short_list,
+)
 
 logger = logging.getLogger("favor_llm")
 #: A `FavorModel` (typed loosely: this module is imported by `favor_llm.modeling`, never the other way round).
@@ -61,133 +69,8 @@ __all__ = [
 ]
 
 CHECKPOINT_INFO_NAME = "favor_checkpoint.json"
-WEIGHTS_NAME = "model.safetensors"
 GENERATION_CONFIG_NAME = "generation_config.json"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 ADAPTER_DIR = "adapter"
-_AUDIO_PREFIX_CANDIDATES = ("", "encoder.", "model.encoder.", "audio_encoders.0.encoder.")
-
-
-# ------------------------------------------------------------------------------------------------ file helpers
-def _local_or_download(name_or_path: str | Path, filenames: Iterable[str] | None = None) -> Path:
-    """A local directory, or a snapshot of a Hub repo (only safetensors / json files)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ValueError(f"name_or_path: {path} is a file; expected a directory or a Hub repo id")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                str(name_or_path), allow_patterns=list(filenames or ["*.json", "*.safetensors"])
-            )
-        )
-    except Exception as err:  # offline, missing repo, ...: one clear error
-        raise ValueError(
-            f"name_or_path: {name_or_path!r} is not a local directory and could not be fetched ({err})"
-        ) from err
-
-
-def resolve_checkpoint_files(name_or_path: str | Path) -> list[Path]:
-    """The safetensors files of a checkpoint (a single ``model.safetensors`` or the shards of an index)."""
-    root = _local_or_download(name_or_path)
-    index = root / WEIGHTS_INDEX_NAME
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [root / s for s in shards]
-    single = root / WEIGHTS_NAME
-    if single.is_file():
-        return [single]
-    found = sorted(root.glob("*.safetensors"))
-    if found:
-        return found
-    raise ValueError(
-        f"name_or_path: no safetensors weights in {root} (expected {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME})"
-    )
-
-
-def _key_index(files: list[Path]) -> dict[str, Path]:
-    index: dict[str, Path] = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as handle:
-            for key in handle.keys():
-                index[key] = f
-    return index
-
-
-def _read(index: dict[str, Path], keys: Iterable[str]) -> dict[str, torch.Tensor]:
-    by_file: dict[Path, list[str]] = {}
-    for k in keys:
-        by_file.setdefault(index[k], []).append(k)
-    out = {}
-    for f, ks in by_file.items():
-        with safe_open(str(f), framework="pt") as handle:
-            for k in ks:
-                out[k] = handle.get_tensor(k)
-    return out
-
-
-def _assign_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
-    """Load ``tensors`` into ``module`` requiring exactly its state-dict keys and shapes."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{what}: weights do not match the model: missing {_short(missing)}, unexpected {_short(unexpected)}"
-        )
-    wrong = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in tensors.items()
-        if tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if wrong:
-        raise ValueError(f"{what}: shape mismatch for {_short(wrong)}")
-    module.load_state_dict(tensors, strict=True, assign=_is_meta(module))
-
-
-def _is_meta(module: nn.Module) -> bool:
-    return any(p.is_meta for p in module.parameters())
-
-
-def _short(items: list[str], limit: int = 8) -> str:
-    if not items:
-        return "[]"
-    head = ", ".join(items[:limit])
-    return f"[{head}{', ...' if len(items) > limit else ''}] ({len(items)})"
-
-
-def load_module_weights(
-    module: nn.Module, name_or_path: str | Path, prefix: str | None = None, what: str = ""
-) -> str:
-    """Load ``module``'s weights from a (possibly bigger) checkpoint whose keys are ``prefix + module key``.
-
-    With ``prefix=None`` the prefix is found among ``""``, ``"encoder."``, ``"model.encoder."``, ... as the one
-    under which every key of the module exists. Extra tensors in the checkpoint are ignored (e.g. the LLM in an
-    InstructBLIP checkpoint); a missing or wrongly shaped tensor raises ``ValueError``.
-
-    Returns:
-        The prefix used.
-    """
-    what = what or type(module).__name__
-    index = _key_index(resolve_checkpoint_files(name_or_path))
-    expected = list(module.state_dict())
-    candidates = [prefix] if prefix is not None else list(_AUDIO_PREFIX_CANDIDATES)
-    for p in candidates:
-        if all(p + k in index for k in expected):
-            tensors = _read(index, [p + k for k in expected])
-            _assign_strict(
-                module, {k[len(p) :]: v for k, v in tensors.items()}, f"{what} from {name_or_path}"
-            )
-            return p
-    best = max(candidates, key=lambda p: sum(p + k in index for k in expected))
-    missing = [best + k for k in expected if best + k not in index]
-    raise ValueError(
-        f"{what}: {name_or_path} lacks {len(missing)} of the {len(expected)} weights it needs "
-        f"(prefix {best!r}): {_short(missing)}"
-    )
 
 
 # --------------------------------------------------------------------------------------------------- LoRA merge
@@ -374,19 +257,19 @@ def _resolve_dtype(dtype: Any) -> torch.dtype | str | None:
 
 def _load_checkpoint_parts(model: FavorModel, root: Path) -> None:
     """The ``checkpoint`` parts from ``model.safetensors`` (or its shards), strictly."""
-    index = _key_index(resolve_checkpoint_files(root))
-    stored = _read(index, index.keys())
+    index = key_index(resolve_checkpoint_files(root))
+    stored = read_tensors(index, index.keys())
     parts = _parts(model, CHECKPOINT)
     expected = {k for k in model.state_dict() if k.startswith(tuple(c.prefix for c in parts))}
     missing, unexpected = sorted(expected - set(stored)), sorted(set(stored) - expected)
     if missing or unexpected:
         raise ValueError(
-            f"checkpoint {root}: trainable weights do not match the model: missing {_short(missing)}, "
-            f"unexpected {_short(unexpected)}"
+            f"checkpoint {root}: trainable weights do not match the model: missing {short_list(missing)}, "
+            f"unexpected {short_list(unexpected)}"
         )
     for part in parts:
         tensors = {k[len(part.prefix) :]: v for k, v in stored.items() if k.startswith(part.prefix)}
-        _assign_strict(model.get_submodule(part.module), tensors, f"{part.name} from {root}")
+        assign_strict(model.get_submodule(part.module), tensors, f"{part.name} from {root}")
 
 
 def _load_adapter(model: FavorModel, root: Path) -> None:
@@ -402,7 +285,7 @@ def _load_adapter(model: FavorModel, root: Path) -> None:
     if set(adapter) != set(expected):
         raise ValueError(
             f"checkpoint {root}: LoRA adapter keys do not match the model: missing "
-            f"{_short(sorted(set(expected) - set(adapter)))}, unexpected {_short(sorted(set(adapter) - set(expected)))}"
+            f"{short_list(sorted(set(expected) - set(adapter)))}, unexpected {short_list(sorted(set(adapter) - set(expected)))}"
         )
     for key, value in adapter.items():
         if tuple(value.shape) != tuple(expected[key].shape):
@@ -442,7 +325,7 @@ def load_favor_model(
     dtype = _resolve_dtype(llm_kwargs.pop("torch_dtype", dtype))
     for ignored in ("trust_remote_code", "_from_auto", "adapter_kwargs", "_commit_hash", "name_or_path"):
         llm_kwargs.pop(ignored, None)
-    root = _local_or_download(pretrained_model_name_or_path)
+    root = local_or_download(pretrained_model_name_or_path)
     info_file = root / CHECKPOINT_INFO_NAME
     if not info_file.is_file():
         raise ValueError(

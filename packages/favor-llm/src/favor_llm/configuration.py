@@ -301,13 +301,23 @@ class FavorConfig(PretrainedConfig):
 
     @property
     def qformer_config(self) -> CausalQFormerConfig:
-        """The earlier name of `causal_qformer_config` (read only)."""
+        """The earlier name of `causal_qformer_config`."""
         return self.causal_qformer_config
+
+    @qformer_config.setter
+    def qformer_config(self, value: dict | CausalQFormerConfig) -> None:
+        self.causal_qformer_config = (
+            value if isinstance(value, CausalQFormerConfig) else CausalQFormerConfig(**value)
+        )
 
     @property
     def image_repeat(self) -> int:
-        """The earlier name of `repeat_image` (read only)."""
+        """The earlier name of `repeat_image`."""
         return self.repeat_image
+
+    @image_repeat.setter
+    def image_repeat(self, value: int) -> None:
+        self.repeat_image = value
 
     # ------------------------------------------------------------------------------------------------ serialising
     def to_dict(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from .components import components
 from .configuration import FavorConfig
 
 __all__ = [
@@ -59,14 +60,15 @@ __all__ = [
 DEFAULT_VISION_SOURCE = "Salesforce/instructblip-vicuna-13b"
 DEFAULT_AUDIO_SOURCE = "openai/whisper-large-v2"
 
+_PREFIXES = {c.name: c.prefix for c in components(FavorConfig())}  # declared once in favor_llm.components
 #: Where the causal Q-Former's weights live in `FavorModel` (its declared component).
-QFORMER_PREFIX = "media_encoder.causal_qformer."
+QFORMER_PREFIX = _PREFIXES["causal_qformer"]
 #: One-to-one renames of released tensors outside the Q-Former and LoRA.
 RELEASED_RENAMES: dict[str, str] = {
-    "speech_pre_qformer_proj.weight": "media_encoder.audio_projections.0.weight",
-    "speech_pre_qformer_proj.bias": "media_encoder.audio_projections.0.bias",
-    "llama_proj.weight": "language_projection.weight",
-    "llama_proj.bias": "language_projection.bias",
+    "speech_pre_qformer_proj.weight": _PREFIXES["audio_projections"] + "0.weight",
+    "speech_pre_qformer_proj.bias": _PREFIXES["audio_projections"] + "0.bias",
+    "llama_proj.weight": _PREFIXES["language_projection"] + "weight",
+    "llama_proj.bias": _PREFIXES["language_projection"] + "bias",
 }
 #: Released keys that belong to the causal Q-Former (renamed by `favor_qformer`'s own key map).
 _QFORMER_KEY = re.compile(

@@ -1,8 +1,9 @@
 """Generation for `FavorModel`: media go to the first (prefill) step only; the AV placeholder is never generated.
 
 Every `transformers.GenerationMixin` mode works (greedy, sampling, beam search, beam sampling, assisted decoding,
-prompt lookup, continuing from a cache): the media inputs are model kwargs that `prepare_inputs_for_generation`
-passes to the prefill forward and drops afterwards, when the KV cache holds the AV tokens.
+prompt lookup, continuing from a cache, ``inputs_embeds`` for text-only prompts): the media inputs are model kwargs
+that `prepare_inputs_for_generation` passes to the forward that fills an empty KV cache and drops afterwards, when
+the cache holds the AV tokens.
 """
 
 from __future__ import annotations
@@ -46,15 +47,25 @@ class FavorGenerationMixin(GenerationMixin):
                 kwargs["suppress_tokens"] = [*suppress, av]
         return super().generate(*args, **kwargs)
 
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any, **kwargs: Any) -> dict:
-        """Media inputs go to the first (prefill) forward only; later steps read the KV cache."""
-        is_first = kwargs.get("is_first_iteration", False)
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        *args: Any,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict:
+        """Media inputs go to every forward whose KV cache does not hold the prompt yet (the prefill, also an
+        assistant model's first call, which transformers does not count as a first iteration), never after."""
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        model_inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
-        if not is_first and cache is not None and cache_length(cache) > 0:
-            for name in list(model_inputs):
-                if name in AV_INPUT_NAMES:
-                    model_inputs.pop(name)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, *args, inputs_embeds=inputs_embeds, **kwargs
+        )
+        prefill = cache is None or cache_length(cache) == 0
+        for name in AV_INPUT_NAMES:
+            if prefill and kwargs.get(name) is not None:
+                model_inputs[name] = kwargs[name]
+            elif not prefill:
+                model_inputs.pop(name, None)
         return model_inputs
 
 

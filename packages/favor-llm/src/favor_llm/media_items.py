@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "PreparedMedia",
     "is_media_clip",
+    "media_features",
     "num_av_tokens",
     "prepare_media",
     "to_frames",
@@ -238,3 +239,38 @@ def to_waveform(array: Any, sample_rate: int, layout: AVLayout, name: str) -> to
     if t.shape[0] == 0:
         return None
     return t
+
+
+def media_features(
+    prepared: list[PreparedMedia | None], image_processor: Any, feature_extractors: list, layout: AVLayout
+) -> dict[str, torch.Tensor]:
+    """Prepared media of a batch -> ``pixel_values (B, F, 3, h, w)`` (frames through ``image_processor``),
+    ``pixel_lengths``, ``frame_lengths``, ``audio_lengths`` (samples) and ``input_features[_k] (B, K, M, L)`` (one
+    per feature extractor); keys of absent modalities are left out."""
+    from .audio import whisper_windows
+
+    batch = len(prepared)
+    out: dict[str, torch.Tensor] = {}
+    visual = [p.frames if p is not None else None for p in prepared]
+    if any(v is not None for v in visual):
+        pixels = [
+            image_processor(images=list(v), return_tensors="pt")["pixel_values"] if v is not None else None
+            for v in visual
+        ]
+        shape = next(p for p in pixels if p is not None).shape[1:]
+        max_frames = max(p.shape[0] for p in pixels if p is not None)
+        pixel_values = torch.zeros(batch, max_frames, *shape)
+        for b, p in enumerate(pixels):
+            if p is not None:
+                pixel_values[b, : p.shape[0]] = p
+        out["pixel_values"] = pixel_values
+        out["pixel_lengths"] = torch.tensor([0 if p is None else p.shape[0] for p in pixels])
+        out["frame_lengths"] = torch.tensor([0 if p is None else visual_frames(p, layout) for p in prepared])
+    audio = [p.audio if p is not None else None for p in prepared]
+    if any(a is not None for a in audio):
+        out["audio_lengths"] = torch.tensor([0 if a is None else a.shape[0] for a in audio])
+        for k, fe in enumerate(feature_extractors):
+            out["input_features" if k == 0 else f"input_features_{k}"] = whisper_windows(
+                fe, audio, layout.audio_chunk_seconds
+            )
+    return out

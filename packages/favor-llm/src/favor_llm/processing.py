@@ -33,28 +33,22 @@ feature extractors after the first are saved and loaded explicitly here (see `Fa
 
 from __future__ import annotations
 
-import enum
-import json
-import os
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from .configuration import RELEASED_PROMPT_TEMPLATE, RELEASED_TEXT_ONLY_TEMPLATE, FavorConfig
 from .layout import AVLayout
-from .media_items import PreparedMedia, num_av_tokens, prepare_media, visual_frames
+from .media_items import PreparedMedia, media_features, num_av_tokens, prepare_media, visual_frames
+from .processor_io import PROCESSOR_CONFIG_NAME, QFORMER_TOKENIZER_DIR, FavorProcessorSaving
 
 __all__ = ["FavorProcessor", "PreparedMedia"]
 
-#: transformers' processor file (``transformers.utils.PROCESSOR_NAME``).
-PROCESSOR_CONFIG_NAME = "processor_config.json"
-QFORMER_TOKENIZER_DIR = "qformer_tokenizer"
+__all__ += ["PROCESSOR_CONFIG_NAME", "QFORMER_TOKENIZER_DIR"]
 
 
-class FavorProcessor(ProcessorMixin):
+class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
     """Turns questions (and answers) with media into `FavorModel` inputs; a `transformers.ProcessorMixin`.
 
     Args:
@@ -200,7 +194,6 @@ class FavorProcessor(ProcessorMixin):
         )
 
     # ------------------------------------------------------------------------------------------------- media
-    # ------------------------------------------------------------------------------------------------- media
     def load(self, item: Any, index: int = 0) -> PreparedMedia | None:
         """Normalise one media item (see `favor_llm.media_items`) to `PreparedMedia`; checks the length limit."""
         return prepare_media(item, self.layout, index)
@@ -218,38 +211,8 @@ class FavorProcessor(ProcessorMixin):
         self, question: str, has_media: bool, apply_template: bool = True, index: int = 0
     ) -> str:
         """The prompt text with at most one AV placeholder (before expansion)."""
-        if not isinstance(question, str):
-            raise ValueError(f"text[{index}]: expected a string, got {type(question).__name__}")
-        count = question.count(self.av_token)
-        if apply_template:
-            if count:
-                raise ValueError(
-                    f"text[{index}]: contains the AV placeholder {self.av_token!r} {count} time(s), but the prompt "
-                    "template already places it; remove it from the question or pass apply_template=False"
-                )
-            template = self.prompt_template if has_media else self.text_only_template
-            return (
-                template.format(media=self.av_token, question=question)
-                if has_media
-                else template.format(question=question)
-            )
-        expected = 1 if has_media else 0
-        if count != expected:
-            raise ValueError(
-                f"text[{index}]: expected exactly {expected} AV placeholder {self.av_token!r} "
-                f"({'one media item' if has_media else 'no media'}), got {count} in {question!r}"
-            )
-        return question
-
-    def _encode_prompt(self, prompt: str, num_av: int) -> list[int]:
-        """BOS + prompt tokens, the placeholder expanded to ``num_av`` copies (tokenised piecewise)."""
-        before, sep, after = prompt.partition(self.av_token)
-        ids = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
-        ids += self.tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
-        if sep:
-            ids += [self.av_token_id] * num_av
-            ids += self.tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-        return ids
+        templates = (self.prompt_template, self.text_only_template) if apply_template else None
+        return build_prompt(question, has_media, self.av_token, templates, index)
 
     # -------------------------------------------------------------------------------------------------- call
     def __call__(
@@ -311,7 +274,9 @@ class FavorProcessor(ProcessorMixin):
         rows, label_rows = [], []
         for i, (question, item) in enumerate(zip(texts, prepared)):
             prompt = self.build_prompt(question, item is not None, apply_template, i)
-            ids = self._encode_prompt(prompt, self.num_av_tokens(item))
+            ids = encode_prompt(
+                self.tokenizer, prompt, self.av_token, self.av_token_id, self.num_av_tokens(item)
+            )
             labels = [-100] * len(ids)
             if answer_list is not None:
                 answer_ids = self.tokenizer(answer_list[i], add_special_tokens=False)["input_ids"]
@@ -323,7 +288,7 @@ class FavorProcessor(ProcessorMixin):
         data: dict[str, Any] = _pad_text(
             rows, label_rows if answer_list is not None else None, self.tokenizer.pad_token_id, padding_side
         )
-        data.update(self._media_features(prepared))
+        data.update(media_features(prepared, self.image_processor, self.feature_extractors, self.layout))
         if self.qformer_tokenizer is not None and any(
             p is not None and p.frames is not None for p in prepared
         ):
@@ -368,62 +333,6 @@ class FavorProcessor(ProcessorMixin):
             answers=None if answers[0] is None else answers,
         )
 
-    def _media_features(self, prepared: list[PreparedMedia | None]) -> dict[str, torch.Tensor]:
-        batch = len(prepared)
-        out: dict[str, torch.Tensor] = {}
-        visual = [p.frames if p is not None else None for p in prepared]
-        if any(v is not None for v in visual):
-            pixels = [self._pixels(v) if v is not None else None for v in visual]
-            shape = next(p for p in pixels if p is not None).shape[1:]
-            max_frames = max(p.shape[0] for p in pixels if p is not None)
-            pixel_values = torch.zeros(batch, max_frames, *shape)
-            for b, p in enumerate(pixels):
-                if p is not None:
-                    pixel_values[b, : p.shape[0]] = p
-            out["pixel_values"] = pixel_values
-            out["pixel_lengths"] = torch.tensor([0 if p is None else p.shape[0] for p in pixels])
-            out["frame_lengths"] = torch.tensor([0 if p is None else self.visual_frames(p) for p in prepared])
-        audio = [p.audio if p is not None else None for p in prepared]
-        if any(a is not None for a in audio):
-            out["audio_lengths"] = torch.tensor([0 if a is None else a.shape[0] for a in audio])
-            for k, fe in enumerate(self.feature_extractors):
-                out["input_features" if k == 0 else f"input_features_{k}"] = self._audio_windows(
-                    fe, audio, self.layout.audio_chunk_seconds
-                )
-        return out
-
-    def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(F, 3, H, W)`` uint8 -> ``(F, 3, h, w)`` float, via the image processor."""
-        result = self.image_processor(images=list(frames), return_tensors="pt")
-        return result["pixel_values"]
-
-    @staticmethod
-    def _audio_windows(
-        fe: Any, audio: list[torch.Tensor | None], chunk_seconds: float | None = None
-    ) -> torch.Tensor:
-        """Waveforms -> ``(B, K, M, L)`` log-mel windows of ``fe.n_samples`` samples each (the last zero-padded), or
-        of ``chunk_seconds`` of audio each (padded to the window; `FavorConfig.audio_chunk_seconds`)."""
-        per_window = int(fe.n_samples)
-        if chunk_seconds is not None:
-            per_window = min(per_window, round(chunk_seconds * int(fe.sampling_rate)))
-        windows, counts = [], []
-        for a in audio:
-            if a is None:
-                counts.append(0)
-                continue
-            pieces = [a[s : s + per_window].numpy() for s in range(0, a.shape[0], per_window)]
-            counts.append(len(pieces))
-            windows.extend(pieces)
-        feats = fe(windows, sampling_rate=fe.sampling_rate, return_tensors="pt")[
-            "input_features"
-        ]  # (sum K, M, L)
-        out = feats.new_zeros(len(audio), max(counts), *feats.shape[1:])
-        start = 0
-        for b, c in enumerate(counts):
-            out[b, :c] = feats[start : start + c]
-            start += c
-        return out
-
     # ------------------------------------------------------------------------------------------------ decode
     def batch_decode(self, ids: Any, skip_special_tokens: bool = True, **kwargs: Any) -> list[str]:
         """Token ids -> strings (AV placeholders are special tokens, so they are skipped too)."""
@@ -437,121 +346,8 @@ class FavorProcessor(ProcessorMixin):
         prompt_length = inputs["input_ids"].shape[1]
         return [s.strip() for s in self.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)]
 
-    # -------------------------------------------------------------------------------------------- save / load
-    def to_dict(self) -> dict[str, Any]:
-        """The contents of ``processor_config.json``: the image processor and the feature extractors as nested
-        dicts (transformers' layout for ``image_processor`` / ``feature_extractor``), the layout, placeholder,
-        templates and which optional parts exist. Tokenizers and the chat template live in their own files."""
-        out: dict[str, Any] = {
-            "processor_class": type(self).__name__,
-            "image_processor": self.image_processor.to_dict(),
-            # The exact class: AutoImageProcessor picks a PIL or torchvision backend by what is installed.
-            "image_processor_class": type(self.image_processor).__name__,
-            "feature_extractor": self.feature_extractors[0].to_dict(),
-            "extra_feature_extractors": [fe.to_dict() for fe in self.feature_extractors[1:]],
-            "has_qformer_tokenizer": self.qformer_tokenizer is not None,
-            "layout": self.layout.to_dict(),
-            "av_token": self.av_token,
-            "prompt_template": self.prompt_template,
-            "text_only_template": self.text_only_template,
-            "qformer_max_length": self.qformer_max_length,
-        }
-        if "auto_map" in self.__dict__:
-            out["auto_map"] = self.__dict__["auto_map"]
-        return json.loads(json.dumps(out, default=_json_default))
-
-    def save_pretrained(
-        self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any
-    ) -> list[str]:
-        """Write the processor so that ``FavorProcessor.from_pretrained`` / ``AutoProcessor.from_pretrained`` load it.
-
-        `ProcessorMixin.save_pretrained` writes the tokenizer (top level), ``processor_config.json`` (`to_dict`)
-        and the chat template; the Q-Former tokenizer, when there is one, goes to ``qformer_tokenizer/``.
-        ``push_to_hub=True`` then uploads the directory (``repo_id``, ``commit_message``, ``token``, ... as in
-        `transformers.utils.PushToHubMixin.push_to_hub`).
-
-        Returns:
-            the paths of the files written (``processor_config.json`` first).
-        """
-        root = Path(save_directory)
-        files = list(super().save_pretrained(str(root)))
-        if self.qformer_tokenizer is not None:
-            self.qformer_tokenizer.save_pretrained(str(root / QFORMER_TOKENIZER_DIR))
-        if push_to_hub:
-            repo_id = kwargs.pop("repo_id", root.name)
-            kwargs.pop("max_shard_size", None)
-            self.push_to_hub(repo_id, **kwargs)
-        return files
-
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
-    ) -> FavorProcessor:
-        """Load a processor from a local directory or a Hub repo id (``revision``, ``token``, ``cache_dir``,
-        ``local_files_only``, ``subfolder`` as in transformers); ``kwargs`` that are ``__init__`` arguments (e.g.
-        ``qformer_max_length``) override the saved values."""
-        path = Path(pretrained_model_name_or_path)
-        local = path / kwargs.get("subfolder", "")
-        if not path.exists() and (
-            path.is_absolute() or str(pretrained_model_name_or_path).startswith((".", "~"))
-        ):
-            raise ValueError(f"pretrained_model_name_or_path: the directory {path} does not exist")
-        if local.is_dir() and not (local / PROCESSOR_CONFIG_NAME).is_file():
-            raise ValueError(
-                f"pretrained_model_name_or_path: {local} has no {PROCESSOR_CONFIG_NAME}; is it a directory written by "
-                "FavorProcessor.save_pretrained?"
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-
-    @classmethod
-    def _get_arguments_from_pretrained(
-        cls, pretrained_model_name_or_path: Any, processor_dict: dict | None = None, **kwargs: Any
-    ) -> list[Any]:
-        """ProcessorMixin loads the standard sub-processors (``tokenizer``, ``image_processor``,
-        ``feature_extractor``); this adds the extra feature extractors (from their nested dicts in
-        ``processor_config.json``, as transformers builds non-primary sub-processors) and the Q-Former tokenizer
-        (from ``qformer_tokenizer/``). The Q-Former tokenizer reaches ``__init__`` through ``processor_dict``,
-        whose entries that are ``__init__`` arguments ``from_args_and_dict`` passes on."""
-        processor_dict = {} if processor_dict is None else processor_dict
-        tokenizer, image_processor, feature_extractor = super()._get_arguments_from_pretrained(
-            pretrained_model_name_or_path, processor_dict, **kwargs
-        )
-        wanted = processor_dict.get("image_processor_class")
-        if wanted and type(image_processor).__name__ != wanted:
-            image_processor = cls.get_possibly_dynamic_module(wanted).from_pretrained(
-                pretrained_model_name_or_path, **kwargs
-            )
-        extractors = [feature_extractor]
-        for k, config in enumerate(processor_dict.get("extra_feature_extractors", []), start=1):
-            if not isinstance(config, dict) or "feature_extractor_type" not in config:
-                raise ValueError(
-                    f"extra_feature_extractors[{k - 1}] in {PROCESSOR_CONFIG_NAME}: expected a dict with "
-                    f"'feature_extractor_type', got {config!r}"
-                )
-            fe_class = cls.get_possibly_dynamic_module(config["feature_extractor_type"])
-            extractors.append(
-                fe_class(**{k2: v for k2, v in config.items() if k2 != "feature_extractor_type"})
-            )
-        if processor_dict.get("has_qformer_tokenizer"):
-            subfolder = kwargs.pop("subfolder", "")
-            processor_dict["qformer_tokenizer"] = cls._load_tokenizer_from_pretrained(
-                "qformer_tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
-            )
-        return [tokenizer, image_processor, extractors]
-
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _json_default(value: Any) -> Any:
-    """JSON for what sub-processor dicts may hold: numpy arrays and scalars, enums (PIL resampling), tuples."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, enum.Enum):  # e.g. PIL's Resampling
-        return value.value
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def _pad_text(
     rows: list[list[int]], label_rows: list[list[int]] | None, pad_id: int, side: str
 ) -> dict[str, torch.Tensor]:
@@ -569,3 +365,49 @@ def _pad_text(
     if label_rows is not None:
         out["labels"] = labels
     return out
+
+
+def build_prompt(
+    question: str, has_media: bool, av_token: str, templates: tuple[str, str] | None, index: int = 0
+) -> str:
+    """A question as prompt text with at most one AV placeholder (before expansion).
+
+    Args:
+        question: the user's text.
+        has_media: whether a media item comes with it.
+        av_token: the placeholder.
+        templates: ``(prompt_template, text_only_template)`` to wrap the question in, or ``None`` when the question
+            already holds its placeholder (exactly one with media, none without).
+        index: the question's position in the batch (for errors).
+    """
+    if not isinstance(question, str):
+        raise ValueError(f"text[{index}]: expected a string, got {type(question).__name__}")
+    count = question.count(av_token)
+    if templates is not None:
+        if count:
+            raise ValueError(
+                f"text[{index}]: contains the AV placeholder {av_token!r} {count} time(s), but the prompt "
+                "template already places it; remove it from the question or pass apply_template=False"
+            )
+        with_media, text_only = templates
+        if has_media:
+            return with_media.format(media=av_token, question=question)
+        return text_only.format(question=question)
+    expected = 1 if has_media else 0
+    if count != expected:
+        raise ValueError(
+            f"text[{index}]: expected exactly {expected} AV placeholder {av_token!r} "
+            f"({'one media item' if has_media else 'no media'}), got {count} in {question!r}"
+        )
+    return question
+
+
+def encode_prompt(tokenizer: Any, prompt: str, av_token: str, av_token_id: int, num_av: int) -> list[int]:
+    """BOS + prompt tokens, the placeholder expanded to ``num_av`` copies (tokenised piecewise)."""
+    before, sep, after = prompt.partition(av_token)
+    ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    ids += tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
+    if sep:
+        ids += [av_token_id] * num_av
+        ids += tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    return ids

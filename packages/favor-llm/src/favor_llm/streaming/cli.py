@@ -48,10 +48,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``favor stream``; user mistakes are ``ValueError`` (one line, exit status 2, by ``favor``'s main)."""
+    # FavorModel / FavorProcessor through the Auto classes (favor_llm registers them): no import of modeling here
     import torch
+    from transformers import AutoModel, AutoProcessor
 
-    from ..modeling import FavorModel
-    from ..processing import FavorProcessor
     from .context import ContextPolicy
     from .media import file_pieces, pipe_pieces
 
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--model: {args.model} is not a FAVOR checkpoint directory (no config.json)")
     if args.media != "-" and not Path(args.media).is_file():
         raise ValueError(f"--media: no such file {args.media}")
-    processor = FavorProcessor.from_pretrained(args.model)
-    model = FavorModel.from_pretrained(args.model).to(torch.device(args.device)).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    model = AutoModel.from_pretrained(args.model).to(torch.device(args.device)).eval()
     layout = processor.layout
     if args.media == "-":
         pieces = pipe_pieces(sys.stdin.buffer, layout.fps, layout.sample_rate)
