@@ -180,6 +180,9 @@ def test_context_error_policy_names_the_limit(chunked, av):
     session.feed(frames=frames[:8], audio=audio[: 8 * SPF])  # 7 prefix + 8 AV tokens + 10 reserved = 25
     with pytest.raises(ValueError, match="context is 25 tokens"):
         session.feed(frames=frames[8:12], audio=audio[8 * SPF : 12 * SPF])
+    # the window that did not fit stays pending (not lost, not half-appended): the cache is unchanged
+    assert session.windows_closed == 2 and session.num_tokens == 15
+    assert session.memory()["buffered_frames"] == 4 and session.memory()["buffered_chunks"] == 1
     with pytest.raises(ValueError, match="context is 25 tokens"):
         session.ask(QUESTION, max_new_tokens=20)
 
