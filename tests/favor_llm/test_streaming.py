@@ -136,19 +136,28 @@ def test_overlapping_windows_equal_offline(av):
     assert session.ask(QUESTION, max_new_tokens=6).token_ids == expected
 
 
-def test_window_times_as_text_equal_offline_input_ids(chunked, av):
-    """With window start times as text, `input_ids()` + the question, with the media, is the offline input."""
+@pytest.mark.parametrize("frames_in", [8, 10], ids=["closed-windows", "with-partial-window"])
+def test_window_times_as_text_equal_offline_input_ids(chunked, av, frames_in):
+    """With window start times as text, `input_ids()` (+ a partial window with its time) + the question, with the
+    media, is the offline input."""
     model, processor = chunked
     frames, audio = av
     session = model.stream(processor, instruction=QUESTION, window_times=True)
-    session.feed(frames=frames[:8], audio=audio[: 8 * SPF])
+    session.feed(frames=frames[:frames_in], audio=audio[: frames_in * SPF])
     ids = session.input_ids()
     times = processor.tokenizer(" 2s:", add_special_tokens=False)["input_ids"]
     assert ids[0, -(4 + len(times)) : -4].tolist() == times
     answer = session.ask(QUESTION, max_new_tokens=6)
-    inputs = processor(text=QUESTION, media={"video": frames[:8], "audio": audio[: 8 * SPF]})
+    inputs = processor(text=QUESTION, media={"video": frames[:frames_in], "audio": audio[: frames_in * SPF]})
+    partial = []
+    if frames_in % 4:
+        partial = (
+            processor.tokenizer(" 4s:", add_special_tokens=False)["input_ids"]
+            + [model.config.av_token_id] * 4
+        )
+        assert answer.windows[-1].partial and answer.windows[-1].position == ids.shape[1] + len(partial) - 4
     suffix = processor.tokenizer("</Img> " + QUESTION + "\nASSISTANT:", add_special_tokens=False)["input_ids"]
-    full = torch.cat([ids, torch.tensor([suffix])], dim=1)
+    full = torch.cat([ids, torch.tensor([partial + suffix])], dim=1)
     media = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     out = model.generate(
         input_ids=full, attention_mask=torch.ones_like(full), **media, max_new_tokens=6, do_sample=False

@@ -234,22 +234,31 @@ class StreamingSession:
             )
         suffix = self.processor.tokenizer(after, add_special_tokens=False)["input_ids"]
         tail, tail_spans = self.media.tail() if include_partial else (None, [])
-        tail_count = 0 if tail is None else tail.shape[0]
-        self.context.check_room(tail_count + len(suffix) + max_new_tokens, f"question {question!r}")
-        base = self.context.length
+        # the partial window(s), laid out as closed ones: [time text] + AV tokens each
         av_id = self.model.config.av_token_id
-        ids = self.context.ids() + [av_id] * tail_count + suffix
+        tail_ids: list[int] = []
+        tail_parts: list[torch.Tensor] = []
+        for i, s in enumerate(tail_spans):
+            text = self._time_ids(s.start)
+            tail_ids += [*text, *([av_id] * s.num_tokens)]
+            if text:
+                tail_parts.append(self.context.embed_ids(text))
+            tail_parts.append(tail[i * s.num_tokens : (i + 1) * s.num_tokens])
+        self.context.check_room(len(tail_ids) + len(suffix) + max_new_tokens, f"question {question!r}")
+        base = self.context.length
+        ids = self.context.ids() + tail_ids + suffix
         spans = self.windows
-        if tail_count:
-            spans += [
-                WindowSpan(s.index, s.start, s.end, base + i * s.num_tokens, s.num_tokens, True)
-                for i, s in enumerate(tail_spans)
-            ]
+        position = base
+        for s in tail_spans:
+            position += len(self._time_ids(s.start))
+            spans.append(WindowSpan(s.index, s.start, s.end, position, s.num_tokens, True))
+            position += s.num_tokens
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.model.device)
         generate_kwargs.setdefault("do_sample", False)
         try:
-            if tail_count:
-                self.context.extend(tail)
+            if tail_parts:
+                weight = self.model.get_input_embeddings().weight
+                self.context.extend(torch.cat([t.to(weight.dtype) for t in tail_parts]))
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
