@@ -115,3 +115,8 @@ def test_stream_errors_are_one_line(saved, capsys, extra, needle):
     assert main([*argv, *extra]) == 2
     err = [line for line in capsys.readouterr().err.split("\n") if line.strip()]
     assert len(err) == 1 and err[0].startswith("favor stream: error: ") and needle in err[0], err
+
+
+def test_pipe_decoder_rejects_bytes_that_are_not_media():
+    with pytest.raises(ValueError, match="media: stdin is not a media stream PyAV can read"):
+        list(pipe_pieces(io.BytesIO(b"this is not a video" * 100), fps=2.0, sample_rate=16000))
