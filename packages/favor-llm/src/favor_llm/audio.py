@@ -25,12 +25,30 @@ WHISPER_HOP_LENGTH = 160
 WHISPER_CONV_STRIDE = 2
 
 
-def chunk_samples(config: PretrainedConfig, sample_rate: int = 16000) -> int:
-    """Audio samples one encoder window covers (Whisper large: 1500 steps x 2 x 160 = 480000 = 30 s)."""
+def chunk_samples(
+    config: PretrainedConfig, sample_rate: int = 16000, chunk_seconds: float | None = None
+) -> int:
+    """Audio samples one encoder chunk covers: the encoder's window (Whisper large: 1500 steps x 2 x 160 = 480000
+    = 30 s), or ``chunk_seconds`` of it (`FavorConfig.audio_chunk_seconds`: each chunk is encoded alone, padded to
+    the window, so a stream needs no audio past the chunk; see `favor_llm.streaming`).
+
+    Raises:
+        ValueError: ``chunk_seconds`` longer than the window or not a whole number of encoder steps.
+    """
     if config.model_type != "whisper":
         raise ValueError(f"audio_configs: only Whisper encoders are supported, got {config.model_type!r}")
     del sample_rate  # Whisper's window is defined in samples at its own 16 kHz
-    return int(config.max_source_positions) * WHISPER_CONV_STRIDE * WHISPER_HOP_LENGTH
+    step = WHISPER_CONV_STRIDE * WHISPER_HOP_LENGTH
+    window = int(config.max_source_positions) * step
+    if chunk_seconds is None:
+        return window
+    samples = round(float(chunk_seconds) * 16000)
+    if not 0 < samples <= window or samples % step or abs(samples - float(chunk_seconds) * 16000) > 1e-6:
+        raise ValueError(
+            f"audio_chunk_seconds: expected a multiple of {step / 16000:g} s (one encoder step) in (0, "
+            f"{window / 16000:g}] (the encoder's window), got {chunk_seconds!r}"
+        )
+    return samples
 
 
 def num_chunks(num_samples: int, samples_per_chunk: int) -> int:
@@ -45,9 +63,14 @@ def audio_steps(num_samples: torch.Tensor | int, rate: float, sample_rate: int) 
     return math.ceil(num_samples * rate / sample_rate)
 
 
-def whisper_windows(fe: Any, audio: list[torch.Tensor | None]) -> torch.Tensor:
-    """Waveforms -> ``(B, K, M, L)`` log-mel windows of ``fe.n_samples`` samples each (the last zero-padded)."""
+def whisper_windows(
+    fe: Any, audio: list[torch.Tensor | None], chunk_seconds: float | None = None
+) -> torch.Tensor:
+    """Waveforms -> ``(B, K, M, L)`` log-mel windows of ``fe.n_samples`` samples each (the last zero-padded), or of
+    ``chunk_seconds`` of audio each, padded to the window (`FavorConfig.audio_chunk_seconds`)."""
     per_window = int(fe.n_samples)
+    if chunk_seconds is not None:
+        per_window = min(per_window, round(chunk_seconds * int(fe.sampling_rate)))
     windows, counts = [], []
     for a in audio:
         if a is None:
@@ -70,18 +93,21 @@ def whisper_windows(fe: Any, audio: list[torch.Tensor | None]) -> torch.Tensor:
 class AudioEncoder(nn.Module):
     """One frozen Whisper encoder run over consecutive windows: ``(B, K, M, L) -> (B, K * P, Da)``."""
 
-    def __init__(self, config: PretrainedConfig) -> None:
+    def __init__(self, config: PretrainedConfig, chunk_seconds: float | None = None) -> None:
         super().__init__()
         if config.model_type != "whisper":
             raise ValueError(f"audio_configs: only Whisper encoders are supported, got {config.model_type!r}")
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         self.encoder = WhisperEncoder(config)
-        self.steps_per_chunk = int(config.max_source_positions)
+        window_steps = int(config.max_source_positions)
         self.hidden_size = int(config.d_model)
         #: ``(M, L)`` of one log-mel window, as the encoder reads it.
-        self.window_shape = (int(config.num_mel_bins), WHISPER_CONV_STRIDE * self.steps_per_chunk)
-        self.samples_per_chunk = chunk_samples(config)
+        self.window_shape = (int(config.num_mel_bins), WHISPER_CONV_STRIDE * window_steps)
+        #: Samples per chunk: the window, or `FavorConfig.audio_chunk_seconds` of audio padded to the window.
+        self.samples_per_chunk = chunk_samples(config, chunk_seconds=chunk_seconds)
+        #: Encoder steps a chunk fills (``P``; fewer than the window's with a shorter chunk).
+        self.steps_per_chunk = self.samples_per_chunk // (WHISPER_CONV_STRIDE * WHISPER_HOP_LENGTH)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -103,8 +129,8 @@ class AudioEncoder(nn.Module):
         real = torch.arange(max_chunks, device=chunks.device)[None, :] < chunks[:, None]  # (B, K)
         flat = input_features[real.to(input_features.device)]  # (sum K, M, L)
         out = input_features.new_zeros(
-            batch, max_chunks, self.steps_per_chunk, self.hidden_size, dtype=self.dtype
-        )  # (B, K, P, Da)
+            batch, max_chunks, self.window_shape[1] // WHISPER_CONV_STRIDE, self.hidden_size, dtype=self.dtype
+        )  # (B, K, window steps, Da)
         if flat.shape[0]:
             starts = range(0, flat.shape[0], chunk_batch_size)
             encoded = torch.cat(
@@ -116,6 +142,8 @@ class AudioEncoder(nn.Module):
                 ]
             )  # (sum K, P, Da)
             out[real.to(out.device)] = encoded
+        # A chunk shorter than the window fills only its first P steps (the rest encode padding).
+        out = out[:, :, : self.steps_per_chunk]  # (B, K, P, Da)
         return out.reshape(batch, max_chunks * self.steps_per_chunk, self.hidden_size)
 
     def encode_batch(
@@ -144,7 +172,7 @@ class AudioEncoder(nn.Module):
             raise ValueError(
                 f"input_features: each window must be (mel_bins, frames) = {self.window_shape} for this Whisper "
                 f"encoder, got {tuple(input_features.shape[2:])} (a feature extractor with "
-                f"feature_size={self.window_shape[0]} and n_samples={self.samples_per_chunk})"
+                f"feature_size={self.window_shape[0]} and n_samples={self.window_shape[1] * WHISPER_HOP_LENGTH})"
             )
         per_chunk = self.samples_per_chunk
         chunks = torch.div(num_samples + per_chunk - 1, per_chunk, rounding_mode="floor")  # (B,)

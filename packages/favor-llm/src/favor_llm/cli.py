@@ -1,10 +1,14 @@
-"""The ``favor`` command line: ``generate``, ``convert``, ``info``, ``demo``.
+"""The ``favor`` command line: ``generate``, ``convert``, ``info``, ``demo``, ``train``, ``evaluate``, ``aveb``,
+``stream``.
 
     favor generate --model DIR --media clip.mp4 --question "What happens?"   answer a question about a video
     favor convert --released pytorch_model.pt --llm VICUNA --out DIR         convert a released FAVOR checkpoint
     favor info DIR | config.json | released                                  config, parameters, AV tokens/minute
     favor demo [--train]                                                     a small FAVOR trained on AVEB-mini answers fresh clips
     favor train --config FILE.yaml                                           train FAVOR on your JSON Lines data
+    favor evaluate --model DIR --data FILE.jsonl                             exact-match accuracy per task
+    favor aveb generate OUT --seed S --train N --test M                      write AVEB-mini clips and questions
+    favor stream --model DIR --media FILE_OR_- --question Q --every S        answer while a video plays
 
 User mistakes (a missing file, a directory that is not a model, a bad checkpoint, a bad option) print one line,
 ``favor <command>: error: ...``, to stderr and exit with status 2; ``--debug`` shows the traceback instead (and the
@@ -28,6 +32,7 @@ from . import evaluate as evaluate_command
 from . import train as train_command
 from .aveb import command as aveb_command
 from .progress import GenerationProgress
+from .streaming import cli as stream_command
 
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
@@ -60,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     sub = parser.add_subparsers(
-        dest="command", metavar="{generate,convert,info,demo,aveb,evaluate,train}", parser_class=_Parser
+        dest="command", metavar="{generate,convert,info,demo,aveb,evaluate,train,stream}", parser_class=_Parser
     )
     sub.required = True
 
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     aveb_command.add_parser(sub)
     evaluate_command.add_parser(sub)
     train_command.add_parser(sub, parents=[common])
+    stream_command.add_parser(sub)
     return parser
 
 
@@ -140,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         prog = (
             f"favor {command}"
-            if command in ("generate", "convert", "info", "demo", "aveb", "evaluate", "train")
+            if command in ("generate", "convert", "info", "demo", "aveb", "evaluate", "train", "stream")
             else "favor"
         )
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
@@ -380,6 +386,12 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
     lines.append(
         f"  AV tokens       {per_minute:g} per minute of video "
         f"({60 * config.fps / q.window_stride:g} windows x {s['num_queries']} queries)"
+    )
+    stream = s["streaming"]
+    lines.append(
+        f"  streaming       {stream['av_tokens_per_hour']:,.0f} AV tokens and {stream['kv_bytes_per_hour'] / 2**30:.2f} "
+        f"GiB of 16-bit KV cache per hour; the {stream['context_tokens']}-token context is full after "
+        f"{stream['minutes_until_full']:.1f} min (favor stream --policy keep_recent keeps the latest windows)"
     )
     for name, src in (facts.get("component_sources") or {}).items():
         lines.append(f"  frozen {name:<9}from {src.get('name_or_path')}")

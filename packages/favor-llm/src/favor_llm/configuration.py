@@ -117,6 +117,10 @@ class FavorConfig(PretrainedConfig):
         audio_configs: list of 1 to 4 audio encoder configs (default: ``[Whisper large-v2]``).
         audio_feature_rates: feature rate of each audio encoder in Hz (Whisper: 50).
         audio_sample_rate: sample rate of the waveforms the audio encoders read (Whisper: 16 kHz).
+        audio_chunk_seconds: encode audio in independent chunks of this many seconds, each padded to the encoder's
+            window (``None``: chunks of the whole window, 30 s for Whisper, as released). Streaming
+            (`favor_llm.streaming`) encodes audio per Q-Former window so that it needs no later audio; set this to
+            the window's duration (``window_stride / fps``) to make offline inference use the same chunking.
         audio_hidden_size: width each audio stream is projected to before synchronisation (released: 768, the
             visual token width; ``None`` = the visual token width).
         fps: frames per second sampled from videos (2 as released).
@@ -163,6 +167,7 @@ class FavorConfig(PretrainedConfig):
     audio_configs: list | None = None
     audio_feature_rates: list | None = None
     audio_hidden_size: int | None = None
+    audio_chunk_seconds: float | None = None
     audio_sample_rate: int = 16000
     fps: float = 2.0
     sync_mode: str = "time"
@@ -223,6 +228,12 @@ class FavorConfig(PretrainedConfig):
             )
         if any(r <= 0 for r in self.audio_feature_rates):
             raise ValueError(f"audio_feature_rates: rates must be > 0 Hz, got {self.audio_feature_rates}")
+        if self.audio_chunk_seconds is not None:
+            from .audio import chunk_samples
+
+            for c in self.audio_configs:  # a multiple of one encoder step, at most the window (ValueError)
+                chunk_samples(c, self.audio_sample_rate, self.audio_chunk_seconds)
+            self.audio_chunk_seconds = float(self.audio_chunk_seconds)
         if self.fps <= 0:
             raise ValueError(f"fps: expected > 0, got {self.fps}")
         if self.sync_mode != "time":

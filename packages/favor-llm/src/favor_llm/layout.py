@@ -42,6 +42,8 @@ class AVLayout:
     sample_rate: int = 16000
     repeat_image: int = 60
     max_media_seconds: float | None = 300.0
+    #: `FavorConfig.audio_chunk_seconds`: the processor cuts waveforms into chunks this long (None: the window).
+    audio_chunk_seconds: float | None = None
 
     @classmethod
     def from_config(cls, config: FavorConfig) -> AVLayout:
@@ -58,6 +60,7 @@ class AVLayout:
             sample_rate=int(config.audio_sample_rate),
             repeat_image=int(config.repeat_image),
             max_media_seconds=config.max_media_seconds,
+            audio_chunk_seconds=config.audio_chunk_seconds,
         )
 
     @classmethod

@@ -77,7 +77,9 @@ class FavorMediaEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.vision = FrameEncoder(config)
-        self.audio_encoders = nn.ModuleList([AudioEncoder(c) for c in config.audio_configs])
+        self.audio_encoders = nn.ModuleList(
+            [AudioEncoder(c, config.audio_chunk_seconds) for c in config.audio_configs]
+        )
         self.audio_projections = nn.ModuleList(
             [nn.Linear(enc.hidden_size, config.audio_stream_width) for enc in self.audio_encoders]
         )

@@ -270,5 +270,7 @@ def media_features(
     if any(a is not None for a in audio):
         out["audio_lengths"] = torch.tensor([0 if a is None else a.shape[0] for a in audio])
         for k, fe in enumerate(feature_extractors):
-            out["input_features" if k == 0 else f"input_features_{k}"] = whisper_windows(fe, audio)
+            out["input_features" if k == 0 else f"input_features_{k}"] = whisper_windows(
+                fe, audio, layout.audio_chunk_seconds
+            )
     return out

@@ -156,6 +156,14 @@ class FavorModel(FavorPreTrainedModel, FavorGenerationMixin):
         encoded = self.media_encoder.encode(**media)
         return encoded.av_tokens, encoded.window_mask, encoded.diversity_loss
 
+    def stream(self, processor: Any, **kwargs: Any) -> Any:
+        """Start a `favor_llm.streaming.StreamingSession`: feed media as it arrives, ask questions at any time
+        (each window encoded once into the KV cache). ``kwargs`` go to the session (``prompt``, ``instruction``,
+        ``context_policy``, ...)."""
+        from .streaming import StreamingSession
+
+        return StreamingSession(self, processor, **kwargs)
+
     # ------------------------------------------------------------------------------------------------- forward
     def forward(
         self,

@@ -14,6 +14,7 @@ from .components import component_of
 from .components import components as declared_components
 from .configuration import FavorConfig
 from .layout import AVLayout
+from .streaming.budget import stream_budget
 
 __all__ = ["describe", "parameter_counts"]
 
@@ -71,6 +72,7 @@ def describe(config: FavorConfig | None = None) -> dict[str, Any]:
         else None,
         "diversity_loss_weight": config.diversity_loss_weight,
         "av_tokens_per_minute": layout.tokens_per_minute(),
+        "streaming": stream_budget(config),
         "parameters": parameter_counts(config),
         "components": [
             {"name": c.name, "module": c.module, "trainable": c.trainable, "weights": c.weights}
