@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     sub = parser.add_subparsers(
-        dest="command", metavar="{generate,convert,info,demo,aveb,evaluate,train,stream}", parser_class=_Parser
+        dest="command",
+        metavar="{generate,convert,info,demo,aveb,evaluate,train,stream}",
+        parser_class=_Parser,
     )
     sub.required = True
 
