@@ -179,11 +179,40 @@ def save_favor_model(
 
     A delta whose frozen parts have no ``component_sources`` entry writes those parts into the checkpoint (one log
     line says so); it loads like any other.
+
+    The save is atomic (issue 10): everything is written into a staging folder beside ``save_directory`` and
+    swapped in whole (`favor_qformer.saving.atomic_save_directory`), so a full disk, Ctrl-C or a killed process
+    leaves the complete previous checkpoint; other files in the folder (a processor saved there, the user's notes)
+    are kept, and the old checkpoint's files that the new one does not write are dropped.
     """
+    from favor_qformer.saving import atomic_save_directory
+
     root = Path(save_directory)
-    root.mkdir(parents=True, exist_ok=True)
-    config = FavorConfig.from_dict(model.config.to_dict())
     frozen = [c.name for c in _parts(model, SOURCE)]
+    owned = [
+        "model*.safetensors",
+        WEIGHTS_INDEX_NAME,
+        "config.json",
+        GENERATION_CONFIG_NAME,
+        CHECKPOINT_INFO_NAME,
+        ADAPTER_DIR,
+        *frozen,  # embedded frozen parts of an earlier save
+    ]
+    with atomic_save_directory(root, owned=owned) as staging:
+        _write_checkpoint(model, staging, frozen, merge_lora, max_shard_size, shown_as=root)
+    return root
+
+
+def _write_checkpoint(
+    model: FavorModel,
+    root: Path,
+    frozen: list[str],
+    merge_lora: bool,
+    max_shard_size: str | int,
+    shown_as: Path,
+) -> None:
+    """Every file of the checkpoint, written into the (staging) folder ``root``."""
+    config = FavorConfig.from_dict(model.config.to_dict())
     if merge_lora:
         config.component_sources = _write_sources(model, root, frozen, merge_lora=True, embedded=True)
         config.use_lora = False
@@ -196,7 +225,7 @@ def save_favor_model(
                 "save_pretrained: no component_sources for the frozen part(s) %s; writing them into %s (set "
                 "config.component_sources or call save_frozen_components(dir) once for small delta checkpoints)",
                 ", ".join(missing),
-                root,
+                shown_as,
             )
         config.component_sources = {
             **{k: v for k, v in known.items() if k in frozen},
@@ -212,7 +241,6 @@ def save_favor_model(
     # generation settings (the LLM's, plus the user's changes) travel with the checkpoint, as in transformers
     model.generation_config.save_pretrained(root)
     (root / CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return root
 
 
 def save_frozen_components(model: FavorModel, directory: str | Path) -> dict[str, dict]:

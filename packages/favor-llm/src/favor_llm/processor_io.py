@@ -57,10 +57,16 @@ class FavorProcessorSaving:
         Returns:
             the paths of the files written (``processor_config.json`` first).
         """
+        from favor_qformer.saving import atomic_save_directory
+
         root = Path(save_directory)
-        files = list(super().save_pretrained(str(root)))
-        if self.qformer_tokenizer is not None:
-            self.qformer_tokenizer.save_pretrained(str(root / QFORMER_TOKENIZER_DIR))
+        # Atomic (issue 10): written into a staging folder beside `root` and swapped in whole; a model checkpoint
+        # saved in the same folder is kept. The old Q-Former tokenizer folder goes when the new save has none.
+        with atomic_save_directory(root, owned=[QFORMER_TOKENIZER_DIR]) as staging:
+            written = list(super().save_pretrained(str(staging)))
+            if self.qformer_tokenizer is not None:
+                self.qformer_tokenizer.save_pretrained(str(staging / QFORMER_TOKENIZER_DIR))
+        files = [str(root / Path(f).resolve().relative_to(staging.resolve())) for f in written]
         if push_to_hub:
             repo_id = kwargs.pop("repo_id", root.name)
             kwargs.pop("max_shard_size", None)
