@@ -44,11 +44,14 @@ import torch
 from .components import ADAPTER, CHECKPOINT, SOURCE, Component, components
 from .configuration import FavorConfig
 from .weights import (
+    PART_ID_NAME,
     WEIGHTS_INDEX_NAME,
     assign_strict,
     key_index,
     load_module_weights,
     local_or_download,
+    part_fingerprint,
+    part_id,
     read_tensors,
     resolve_checkpoint_files,
     short_list,
@@ -160,13 +163,19 @@ def _write_sources(
                 }
             else:
                 llm_state = _base_llm_state_dict(model)
+            content = part_id(llm_state)  # before the save, which may empty the dict
             model.causal_lm.save_pretrained(str(directory), state_dict=llm_state)
             entry: dict[str, Any] = {}
         else:
-            _save_weights(model.get_submodule(part.module).state_dict(), directory)
+            state = model.get_submodule(part.module).state_dict()
+            content = part_id(state)
+            _save_weights(state, directory)
             entry = {"prefix": ""}
+        (directory / PART_ID_NAME).write_text(content + "\n")
         where = (
-            {"name_or_path": part.name, "embedded": True} if embedded else {"name_or_path": str(directory)}
+            {"name_or_path": part.name, "embedded": True}
+            if embedded
+            else {"name_or_path": str(directory), "fingerprint": part_fingerprint(directory)}
         )
         sources[part.name] = {**where, **entry}
     return sources
@@ -241,6 +250,15 @@ def _source_path(root: Path, source: dict, name: str) -> str | Path:
             f"component_sources[{name!r}]: {text} does not exist (was the directory of the frozen parts moved or "
             "deleted? point config.json's component_sources at it, or pass config=...)"
         )
+    if source.get("fingerprint") and not source.get("embedded"):
+        found = part_fingerprint(path)
+        if found is not None and found != source["fingerprint"]:
+            raise ValueError(
+                f"component_sources[{name!r}]: {text} changed since this checkpoint was saved (fingerprint "
+                f"{found}, recorded {source['fingerprint']}; e.g. another save went into that folder). The "
+                "checkpoint's trained weights belong to the old part: restore it, or load with config=... naming "
+                "the part you mean (and no 'fingerprint')"
+            )
     return path
 
 
@@ -368,7 +386,10 @@ def load_favor_model(
     model.config.component_sources = {
         name: (
             {k: v for k, v in src.items() if k != "embedded"}
-            | {"name_or_path": str(Path(_source_path(root, src, name)).resolve())}
+            | {
+                "name_or_path": str(Path(_source_path(root, src, name)).resolve()),
+                "fingerprint": part_fingerprint(_source_path(root, src, name)),
+            }
             if src.get("embedded")
             else src
         )
