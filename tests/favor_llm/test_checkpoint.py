@@ -291,3 +291,21 @@ def test_a_delta_refuses_a_frozen_part_rewritten_under_it(fresh_tiny, inputs, tm
         ValueError, match=r"component_sources\['text'\].*changed since this checkpoint was saved"
     ):
         FavorModel.from_pretrained(tmp_path / "delta")
+
+
+def test_a_checkpoint_from_before_the_rename_says_so(fresh_tiny, tmp_path):
+    """Issue 9 renamed qformer.* -> media_encoder.causal_qformer.* (and the other media parts): a checkpoint saved
+    before gave only a long missing/unexpected list; the error now names the rename and the remedy."""
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "model.safetensors"
+    weights = load_file(str(path))
+    old = {
+        k.replace("media_encoder.causal_qformer.", "qformer.").replace("media_encoder.", ""): v
+        for k, v in weights.items()
+    }
+    save_file(old, str(path), metadata={"format": "pt"})
+    with pytest.raises(
+        ValueError, match=r"before the media parts moved.*qformer\.\* -> media_encoder\.causal_qformer"
+    ):
+        FavorModel.from_pretrained(tmp_path / "old")

@@ -273,6 +273,15 @@ def _resolve_dtype(dtype: Any) -> torch.dtype | str | None:
     raise ValueError(f"dtype: expected a torch.dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}")
 
 
+#: State-dict prefixes of checkpoints written before the restructuring (issue 9) -> today's.
+_PRE_RENAME_KEYS = {
+    "vision.": "media_encoder.vision.",
+    "audio_encoders.": "media_encoder.audio_encoders.",
+    "audio_projections.": "media_encoder.audio_projections.",
+    "qformer.": "media_encoder.causal_qformer.",
+}
+
+
 def _load_checkpoint_parts(model: FavorModel, root: Path) -> None:
     """The ``checkpoint`` parts from ``model.safetensors`` (or its shards), strictly."""
     index = key_index(resolve_checkpoint_files(root))
@@ -281,9 +290,18 @@ def _load_checkpoint_parts(model: FavorModel, root: Path) -> None:
     expected = {k for k in model.state_dict() if k.startswith(tuple(c.prefix for c in parts))}
     missing, unexpected = sorted(expected - set(stored)), sorted(set(stored) - expected)
     if missing or unexpected:
+        renamed = sorted({old for key in unexpected for old in _PRE_RENAME_KEYS if key.startswith(old)})
+        hint = (
+            "; it was saved before the media parts moved under media_encoder ("
+            + ", ".join(f"{old}* -> {_PRE_RENAME_KEYS[old]}*" for old in renamed)
+            + ", see CHANGELOG.md): save it again from the code that wrote it after renaming, or convert the "
+            "released checkpoint again with `favor convert`"
+            if renamed
+            else ""
+        )
         raise ValueError(
             f"checkpoint {root}: trainable weights do not match the model: missing {short_list(missing)}, "
-            f"unexpected {short_list(unexpected)}"
+            f"unexpected {short_list(unexpected)}{hint}"
         )
     for part in parts:
         tensors = {k[len(part.prefix) :]: v for k, v in stored.items() if k.startswith(part.prefix)}
