@@ -271,15 +271,33 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
             raise ValueError("text: the batch is empty")
 
         prepared = [self.load(item, i) for i, item in enumerate(media_items)]
+        # Control-token text typed in a question or an answer ("</s>", "<AV>") stays text (issue 10): tokenised with
+        # split_special_tokens. A templated question is escaped with its template, so a template that itself holds
+        # control tokens cannot be escaped: such questions are refused instead.
+        specials = [t for t in self.tokenizer.all_special_tokens if t]
+        template_specials = [
+            t
+            for t in specials
+            if t != self.av_token and (t in self.prompt_template or t in self.text_only_template)
+        ]
+        escape = apply_template and not template_specials
         rows, label_rows = [], []
         for i, (question, item) in enumerate(zip(texts, prepared)):
             prompt = self.build_prompt(question, item is not None, apply_template, i)
+            typed = [t for t in specials if t in question]
+            if apply_template and typed and not escape:
+                raise ValueError(
+                    f"text[{i}]: contains control-token text {typed} and the prompt template holds control tokens "
+                    f"{template_specials}, so it cannot be kept as text; remove it from the question"
+                )
             ids = encode_prompt(
-                self.tokenizer, prompt, self.av_token, self.av_token_id, self.num_av_tokens(item)
+                self.tokenizer, prompt, self.av_token, self.av_token_id, self.num_av_tokens(item), escape
             )
             labels = [-100] * len(ids)
             if answer_list is not None:
-                answer_ids = self.tokenizer(answer_list[i], add_special_tokens=False)["input_ids"]
+                answer_ids = self.tokenizer(
+                    answer_list[i], add_special_tokens=False, split_special_tokens=True
+                )["input_ids"]
                 answer_ids = [*answer_ids, self.tokenizer.eos_token_id]
                 ids, labels = ids + answer_ids, labels + answer_ids
             rows.append(ids)
@@ -402,12 +420,16 @@ def build_prompt(
     return question
 
 
-def encode_prompt(tokenizer: Any, prompt: str, av_token: str, av_token_id: int, num_av: int) -> list[int]:
-    """BOS + prompt tokens, the placeholder expanded to ``num_av`` copies (tokenised piecewise)."""
+def encode_prompt(
+    tokenizer: Any, prompt: str, av_token: str, av_token_id: int, num_av: int, escape: bool = False
+) -> list[int]:
+    """BOS + prompt tokens, the placeholder expanded to ``num_av`` copies (tokenised piecewise); ``escape``:
+    control-token text in the pieces stays text (``split_special_tokens``)."""
     before, sep, after = prompt.partition(av_token)
     ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    ids += tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
+    kwargs = {"add_special_tokens": False, "split_special_tokens": escape}
+    ids += tokenizer(before, **kwargs)["input_ids"] if before else []
     if sep:
         ids += [av_token_id] * num_av
-        ids += tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        ids += tokenizer(after, **kwargs)["input_ids"] if after else []
     return ids
