@@ -465,3 +465,20 @@ def test_control_token_text_in_questions_and_answers_stays_text(fresh_tiny, medi
         processor(text=question, media=media["video"])["input_ids"][0].tolist()[-len(unescaped) :][-5:]
         == (unescaped[-5:])
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": "  "}, r"text\[0\]: the question is empty"),
+        ({"text": "q", "answers": [None]}, r"answers\[0\]: expected a non-empty string, got None"),
+        ({"text": "q", "answers": ""}, r"answers\[0\]: expected a non-empty string"),
+        ({"text": "q", "answers": 5}, "answers: expected a string or a list of strings, got int"),
+    ],
+)
+def test_empty_or_mistyped_questions_and_answers_are_value_errors(tiny, media, kwargs, message):
+    """Issue 10: an empty question was accepted silently, an answer None / 5 gave transformers' "specify either
+    text or text_target" or a TypeError; favor_llm.dataset already refuses these in its files."""
+    _, processor = tiny
+    with pytest.raises(ValueError, match=message):
+        processor(media=media["video"], **kwargs)

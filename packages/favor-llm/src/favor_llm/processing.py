@@ -262,9 +262,20 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
             raise ValueError(f"media: expected one item per question ({len(texts)}), got {len(media_items)}")
         answer_list = None
         if answers is not None:
+            if not isinstance(answers, (str, list, tuple)):
+                raise ValueError(
+                    f"answers: expected a string or a list of strings, got {type(answers).__name__}"
+                )
             answer_list = [answers] if isinstance(answers, str) else list(answers)
             if len(answer_list) != len(texts):
                 raise ValueError(f"answers: expected one per question ({len(texts)}), got {len(answer_list)}")
+            for i, answer in enumerate(answer_list):  # as favor_llm.dataset checks its files
+                if not isinstance(answer, str) or not answer.strip():
+                    raise ValueError(f"answers[{i}]: expected a non-empty string, got {answer!r}")
+        if apply_template:  # a raw prompt (apply_template=False) holds at least its placeholder
+            for i, question in enumerate(texts):
+                if isinstance(question, str) and not question.strip():
+                    raise ValueError(f"text[{i}]: the question is empty")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
         if not texts:
