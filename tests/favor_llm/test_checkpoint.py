@@ -309,3 +309,13 @@ def test_a_checkpoint_from_before_the_rename_says_so(fresh_tiny, tmp_path):
         ValueError, match=r"before the media parts moved.*qformer\.\* -> media_encoder\.causal_qformer"
     ):
         FavorModel.from_pretrained(tmp_path / "old")
+
+
+def test_a_truncated_embedded_language_model_is_a_value_error_naming_it(fresh_tiny, tmp_path):
+    """The LLM part is read by transformers, whose SafetensorError named no file."""
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "ckpt")  # no sources: the LLM is embedded in text/
+    weights = tmp_path / "ckpt" / "text" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"component_sources\['text'\]: .*text.* not readable safetensors"):
+        FavorModel.from_pretrained(tmp_path / "ckpt")

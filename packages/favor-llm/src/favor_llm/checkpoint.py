@@ -380,9 +380,18 @@ def load_favor_model(
 
     if attn_implementation is not None:
         llm_kwargs["attn_implementation"] = attn_implementation
-    llm = AutoModelForCausalLM.from_pretrained(
-        _source_path(root, sources["text"], "text"), dtype=dtype, device_map=device_map, **llm_kwargs
-    )
+    from safetensors import SafetensorError
+
+    text_path = _source_path(root, sources["text"], "text")
+    try:
+        llm = AutoModelForCausalLM.from_pretrained(
+            text_path, dtype=dtype, device_map=device_map, **llm_kwargs
+        )
+    except SafetensorError as err:  # its message names no file
+        raise ValueError(
+            f"component_sources['text']: the language model's weights in {text_path} are not readable "
+            f"safetensors ({err}); they are truncated or damaged: save or download them again"
+        ) from err
     if dtype == "auto":  # the dtype the LLM's weights were saved in decides for the whole model
         dtype = None if llm.dtype == torch.float32 else llm.dtype
     with no_init_weights():  # every other weight is loaded below, strictly

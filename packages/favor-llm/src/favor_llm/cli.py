@@ -155,8 +155,9 @@ def _one_line(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet_libraries(debug: bool) -> Iterator[None]:
-    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes (restored after,
-    so calling `main` from Python leaves the caller's settings alone)."""
+    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes, no transformers
+    progress bars when stderr is not a terminal (restored after, so calling `main` from Python leaves the caller's
+    settings alone)."""
     if debug:
         yield
         return
@@ -167,6 +168,9 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
     xformers_level = xformers_logger.level
     hf_logging.set_verbosity_error()
     xformers_logger.setLevel(logging.ERROR)
+    bars = hf_logging.is_progress_bar_enabled()
+    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: quiet when not a terminal, as ours are
+        hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -176,6 +180,8 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
     finally:
         hf_logging.set_verbosity(verbosity)
         xformers_logger.setLevel(xformers_level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------- generate
@@ -200,6 +206,12 @@ def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
         raise UsageError(f"--device: {err}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device: {device} requested but CUDA is not available")
+    if dev.type != "cpu":  # e.g. mps on Linux: torch raises only when a tensor first goes there
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as err:
+            text = str(err).strip().splitlines()
+            raise UsageError(f"--device: {device} is not usable here ({text[0] if text else err})") from None
     if dtype == "auto":
         if dev.type == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"

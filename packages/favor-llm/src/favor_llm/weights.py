@@ -3,10 +3,12 @@ prefix, with a ``ValueError`` naming every missing, unexpected or wrongly shaped
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -112,10 +114,25 @@ def resolve_checkpoint_files(name_or_path: str | Path) -> list[Path]:
 def key_index(files: list[Path]) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as handle:
+        with _opened(f) as handle:
             for key in handle.keys():
                 index[key] = f
     return index
+
+
+@contextlib.contextmanager
+def _opened(file: Path) -> Iterator[Any]:
+    """``safe_open(file)``, with a truncated or corrupt file a ``ValueError`` naming it (safetensors' own error
+    names no file)."""
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            yield handle
+    except SafetensorError as err:
+        raise ValueError(
+            f"{file}: not a readable safetensors file ({err}); it is truncated or damaged: save or download it again"
+        ) from err
 
 
 def read_tensors(index: dict[str, Path], keys: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -124,7 +141,7 @@ def read_tensors(index: dict[str, Path], keys: Iterable[str]) -> dict[str, torch
         by_file.setdefault(index[k], []).append(k)
     out = {}
     for f, ks in by_file.items():
-        with safe_open(str(f), framework="pt") as handle:
+        with _opened(f) as handle:
             for k in ks:
                 out[k] = handle.get_tensor(k)
     return out
