@@ -482,3 +482,14 @@ def test_empty_or_mistyped_questions_and_answers_are_value_errors(tiny, media, k
     _, processor = tiny
     with pytest.raises(ValueError, match=message):
         processor(media=media["video"], **kwargs)
+
+
+def test_a_template_holding_control_tokens_refuses_such_text_in_questions(media):
+    """Escaping tokenises the question with its template; a template that needs its own "</s>" cannot be escaped,
+    so a question typing "</s>" is refused there instead of silently becoming a control token."""
+    _, processor = tiny_model_and_processor(seed=0)
+    processor.prompt_template = "USER: {media} {question}</s>ASSISTANT:"
+    ids = processor(text="plain", media=media["video"])["input_ids"][0].tolist()
+    assert ids.count(processor.tokenizer.eos_token_id) == 1  # the template's own </s> is a real token
+    with pytest.raises(ValueError, match=r"text\[0\]: contains control-token text \['</s>'\]"):
+        processor(text="what is </s>?", media=media["video"])

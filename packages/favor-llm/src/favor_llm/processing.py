@@ -260,47 +260,18 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
             )
         if len(media_items) != len(texts):
             raise ValueError(f"media: expected one item per question ({len(texts)}), got {len(media_items)}")
-        answer_list = None
-        if answers is not None:
-            if not isinstance(answers, (str, list, tuple)):
-                raise ValueError(
-                    f"answers: expected a string or a list of strings, got {type(answers).__name__}"
-                )
-            answer_list = [answers] if isinstance(answers, str) else list(answers)
-            if len(answer_list) != len(texts):
-                raise ValueError(f"answers: expected one per question ({len(texts)}), got {len(answer_list)}")
-            for i, answer in enumerate(answer_list):  # as favor_llm.dataset checks its files
-                if not isinstance(answer, str) or not answer.strip():
-                    raise ValueError(f"answers[{i}]: expected a non-empty string, got {answer!r}")
-        if apply_template:  # a raw prompt (apply_template=False) holds at least its placeholder
-            for i, question in enumerate(texts):
-                if isinstance(question, str) and not question.strip():
-                    raise ValueError(f"text[{i}]: the question is empty")
+        answer_list = checked_answers(answers, len(texts))
+        templates = (self.prompt_template, self.text_only_template) if apply_template else None
+        escape = checked_questions(texts, self.tokenizer, self.av_token, templates)
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
         if not texts:
             raise ValueError("text: the batch is empty")
 
         prepared = [self.load(item, i) for i, item in enumerate(media_items)]
-        # Control-token text typed in a question or an answer ("</s>", "<AV>") stays text (issue 10): tokenised with
-        # split_special_tokens. A templated question is escaped with its template, so a template that itself holds
-        # control tokens cannot be escaped: such questions are refused instead.
-        specials = [t for t in self.tokenizer.all_special_tokens if t]
-        template_specials = [
-            t
-            for t in specials
-            if t != self.av_token and (t in self.prompt_template or t in self.text_only_template)
-        ]
-        escape = apply_template and not template_specials
         rows, label_rows = [], []
         for i, (question, item) in enumerate(zip(texts, prepared)):
             prompt = self.build_prompt(question, item is not None, apply_template, i)
-            typed = [t for t in specials if t in question]
-            if apply_template and typed and not escape:
-                raise ValueError(
-                    f"text[{i}]: contains control-token text {typed} and the prompt template holds control tokens "
-                    f"{template_specials}, so it cannot be kept as text; remove it from the question"
-                )
             ids = encode_prompt(
                 self.tokenizer, prompt, self.av_token, self.av_token_id, self.num_av_tokens(item), escape
             )
@@ -429,6 +400,46 @@ def build_prompt(
             f"({'one media item' if has_media else 'no media'}), got {count} in {question!r}"
         )
     return question
+
+
+def checked_answers(answers: Any, count: int) -> list[str] | None:
+    """``answers`` as a list of ``count`` non-empty strings (as `favor_llm.dataset` checks its files), or ``None``."""
+    if answers is None:
+        return None
+    if not isinstance(answers, (str, list, tuple)):
+        raise ValueError(f"answers: expected a string or a list of strings, got {type(answers).__name__}")
+    answer_list = [answers] if isinstance(answers, str) else list(answers)
+    if len(answer_list) != count:
+        raise ValueError(f"answers: expected one per question ({count}), got {len(answer_list)}")
+    for i, answer in enumerate(answer_list):
+        if not isinstance(answer, str) or not answer.strip():
+            raise ValueError(f"answers[{i}]: expected a non-empty string, got {answer!r}")
+    return answer_list
+
+
+def checked_questions(
+    texts: list[Any], tokenizer: Any, av_token: str, templates: tuple[str, str] | None
+) -> bool:
+    """Refuse empty templated questions; return whether control-token text typed in them is kept as text (issue
+    10: "</s>" became a real end-of-sequence token). A question is tokenised with its template
+    (``split_special_tokens``), so where the template itself holds control tokens, questions holding such text are
+    refused. ``templates=None`` (raw prompts, ``apply_template=False``): nothing checked or escaped."""
+    if templates is None:
+        return False
+    specials = [t for t in tokenizer.all_special_tokens if t and t != av_token]
+    held = [t for t in specials if any(t in template for template in templates)]
+    for i, question in enumerate(texts):
+        if not isinstance(question, str):
+            continue  # build_prompt names the type
+        if not question.strip():
+            raise ValueError(f"text[{i}]: the question is empty")
+        typed = [t for t in specials if t in question]
+        if typed and held:
+            raise ValueError(
+                f"text[{i}]: contains control-token text {typed} and the prompt template holds control tokens "
+                f"{held}, so it cannot be kept as text; remove it from the question"
+            )
+    return not held
 
 
 def encode_prompt(
