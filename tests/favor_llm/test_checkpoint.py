@@ -319,3 +319,21 @@ def test_a_truncated_embedded_language_model_is_a_value_error_naming_it(fresh_ti
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"component_sources\['text'\]: .*text.* not readable safetensors"):
         FavorModel.from_pretrained(tmp_path / "ckpt")
+
+
+def test_a_checkpoint_saved_back_into_its_own_folder_stays_movable(fresh_tiny, inputs, tmp_path):
+    """A model loaded from a checkpoint that embeds its frozen parts references them by absolute path; saved back in
+    place, the checkpoint pointed at itself by absolute path and broke when the folder was moved."""
+    import shutil
+
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = FavorModel.from_pretrained(tmp_path / "ckpt")
+    loaded.save_pretrained(tmp_path / "ckpt")
+    sources = json.loads((tmp_path / "ckpt" / "config.json").read_text())["component_sources"]
+    assert all(source.get("embedded") for source in sources.values()), sources
+    shutil.move(tmp_path / "ckpt", tmp_path / "moved")
+    model.eval()
+    assert torch.equal(
+        _logits(FavorModel.from_pretrained(tmp_path / "moved"), inputs), _logits(model, inputs)
+    )

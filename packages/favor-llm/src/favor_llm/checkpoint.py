@@ -207,9 +207,12 @@ def save_favor_model(
                 ", ".join(missing),
                 root,
             )
+        # A part referenced inside this very folder (a model loaded from a checkpoint that embedded it, saved back
+        # in place) is embedded again: an absolute path to itself would break when the folder is moved.
+        inside = [name for name in frozen if name in known and _inside(known[name], root)]
         config.component_sources = {
-            **{k: v for k, v in known.items() if k in frozen},
-            **_write_sources(model, root, missing, merge_lora=False, embedded=True),
+            **{k: v for k, v in known.items() if k in frozen and k not in inside},
+            **_write_sources(model, root, [*missing, *inside], merge_lora=False, embedded=True),
         }
         if _parts(model, ADAPTER):
             model.language_model.save_pretrained(str(root / ADAPTER_DIR))
@@ -222,6 +225,14 @@ def save_favor_model(
     model.generation_config.save_pretrained(root)
     (root / CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return root
+
+
+def _inside(source: dict, root: Path) -> bool:
+    """Whether a (non-embedded, local) ``component_sources`` entry points into the folder ``root``."""
+    path = Path(str(source.get("name_or_path", ""))).expanduser()
+    if source.get("embedded") or not path.is_absolute():
+        return False
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def save_frozen_components(model: FavorModel, directory: str | Path) -> dict[str, dict]:
