@@ -246,6 +246,13 @@ def test_protocol_names_are_file_names(clip, tmp_path, monkeypatch, name):
         load_media(name)
 
 
+def test_an_empty_path_is_a_missing_file_not_the_working_directory(tmp_path, monkeypatch):
+    """``load_media("")`` said ": is a directory, not a media file" (Path("") is the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingMediaError, match="path_or_bytes: the file path is empty"):
+        load_media("")
+
+
 def test_pipe_name_never_reads_standard_input(clip, tmp_path):
     # With a valid clip on standard input, "pipe:0" must still be a (missing) file, not a read of stdin (a hang
     # when nothing is written to it).
