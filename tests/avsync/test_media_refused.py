@@ -246,6 +246,13 @@ def test_protocol_names_are_file_names(clip, tmp_path, monkeypatch, name):
         load_media(name)
 
 
+def test_an_empty_path_is_a_missing_file_not_the_working_directory(tmp_path, monkeypatch):
+    """``load_media("")`` said ": is a directory, not a media file" (Path("") is the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingMediaError, match="path_or_bytes: the file path is empty"):
+        load_media("")
+
+
 def test_pipe_name_never_reads_standard_input(clip, tmp_path):
     # With a valid clip on standard input, "pipe:0" must still be a (missing) file, not a read of stdin (a hang
     # when nothing is written to it).
@@ -390,7 +397,9 @@ def _pcm_with_a_jump(path: Path, live: bool) -> Path:
 def test_timestamps_far_in_the_future_are_refused(tmp_path):
     # Padding the 10 hour gap with silence would take 2.3 GB: refused on the declared duration before decoding ...
     declared = _pcm_with_a_jump(tmp_path / "jump.mkv", live=False)
-    with pytest.raises(MediaError, match=r"jump\.mkv: 36000 s to decode, over limits\.max_duration=21600 s"):
+    with pytest.raises(
+        MediaError, match=r"jump\.mkv: 36000\.1 s to decode, over limits\.max_duration=21600 s"
+    ):
         load_media(declared)
     # ... and, where the file declares 0.2 s, on the timestamps as they are decoded (before the gap is filled).
     live = _pcm_with_a_jump(tmp_path / "live.mkv", live=True)
@@ -404,8 +413,8 @@ def test_timestamps_far_in_the_future_are_refused(tmp_path):
 def test_frame_memory_limit(clip):
     with pytest.raises(
         MediaError,
-        match=r"six\.mp4: 12 frames at fps=2 of this video would take 0\.1 MiB, over limits\.max_frame_bytes=101376 "
-        r"\(0\.1 MiB\); "
+        match=r"six\.mp4: 12 frames at fps=2 of this video would take 110,592 bytes, over "
+        r"limits\.max_frame_bytes=101376 \(101,376 bytes\); "
         r"pass max_seconds=",
     ):
         load_media(clip, limits=MediaLimits(max_frame_bytes=64 * 48 * 3 * 11))

@@ -133,7 +133,14 @@ def test_missing_and_mismatched_weights_fail_loudly(fresh_tiny, tmp_path):
     vision_weights = load_file(str(vision))
     vision_weights.pop("query_tokens")
     save_file(vision_weights, str(vision))
-    with pytest.raises(ValueError, match="query_tokens"):
+    with pytest.raises(ValueError, match=r"component_sources\['vision'\].*changed since"):  # its fingerprint
+        FavorModel.from_pretrained(tmp_path / "delta")
+    config_file = tmp_path / "delta" / "config.json"
+    config = json.loads(config_file.read_text())
+    for source in config["component_sources"].values():
+        source.pop("fingerprint")
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="query_tokens"):  # without one: the strict load names the tensor
         FavorModel.from_pretrained(tmp_path / "delta")
 
 
@@ -255,3 +262,78 @@ def test_device_map_puts_every_part_on_the_llms_device(fresh_tiny, inputs, tmp_p
     with torch.no_grad():
         logits = loaded(**inputs.to("cuda")).logits.cpu()
     torch.testing.assert_close(logits, _logits(model, inputs.to("cpu")), rtol=1e-4, atol=1e-4)
+
+
+def test_a_delta_refuses_a_frozen_part_rewritten_under_it(fresh_tiny, inputs, tmp_path):
+    """Issue 10: a merged save into the folder a delta references for its frozen parts silently changed what the
+    delta loaded (LoRA applied twice: logits off by 0.1-0.4). The delta records a fingerprint of each part; writing
+    the same weights again (a resumed training run) keeps it, a merged LLM changes it."""
+    model, _ = fresh_tiny
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    model.eval()
+    model.save_frozen_components(tmp_path / "frozen")
+    model.save_pretrained(tmp_path / "delta")
+    assert (
+        "fingerprint"
+        in json.loads((tmp_path / "delta" / "config.json").read_text())["component_sources"]["text"]
+    )
+    model.save_frozen_components(
+        tmp_path / "frozen"
+    )  # same weights again: the delta still loads, identically
+    assert torch.equal(
+        _logits(FavorModel.from_pretrained(tmp_path / "delta"), inputs), _logits(model, inputs)
+    )
+    model.save_pretrained(tmp_path / "frozen", merge_lora=True)
+    with pytest.raises(
+        ValueError, match=r"component_sources\['text'\].*changed since this checkpoint was saved"
+    ):
+        FavorModel.from_pretrained(tmp_path / "delta")
+
+
+def test_a_checkpoint_from_before_the_rename_says_so(fresh_tiny, tmp_path):
+    """Issue 9 renamed qformer.* -> media_encoder.causal_qformer.* (and the other media parts): a checkpoint saved
+    before gave only a long missing/unexpected list; the error now names the rename and the remedy."""
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "model.safetensors"
+    weights = load_file(str(path))
+    old = {
+        k.replace("media_encoder.causal_qformer.", "qformer.").replace("media_encoder.", ""): v
+        for k, v in weights.items()
+    }
+    save_file(old, str(path), metadata={"format": "pt"})
+    with pytest.raises(
+        ValueError, match=r"before the media parts moved.*qformer\.\* -> media_encoder\.causal_qformer"
+    ):
+        FavorModel.from_pretrained(tmp_path / "old")
+
+
+def test_a_truncated_embedded_language_model_is_a_value_error_naming_it(fresh_tiny, tmp_path):
+    """The LLM part is read by transformers, whose SafetensorError named no file."""
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "ckpt")  # no sources: the LLM is embedded in text/
+    weights = tmp_path / "ckpt" / "text" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"component_sources\['text'\]: .*text.* not readable safetensors"):
+        FavorModel.from_pretrained(tmp_path / "ckpt")
+
+
+def test_a_checkpoint_saved_back_into_its_own_folder_stays_movable(fresh_tiny, inputs, tmp_path):
+    """A model loaded from a checkpoint that embeds its frozen parts references them by absolute path; saved back in
+    place, the checkpoint pointed at itself by absolute path and broke when the folder was moved."""
+    import shutil
+
+    model, _ = fresh_tiny
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = FavorModel.from_pretrained(tmp_path / "ckpt")
+    loaded.save_pretrained(tmp_path / "ckpt")
+    sources = json.loads((tmp_path / "ckpt" / "config.json").read_text())["component_sources"]
+    assert all(source.get("embedded") for source in sources.values()), sources
+    shutil.move(tmp_path / "ckpt", tmp_path / "moved")
+    model.eval()
+    assert torch.equal(
+        _logits(FavorModel.from_pretrained(tmp_path / "moved"), inputs), _logits(model, inputs)
+    )

@@ -258,3 +258,20 @@ def test_convert_errors(released, capsys, tmp_path):
         == 2
     )
     assert "config: no such file" in _one_error_line(capsys, "convert")
+
+
+def test_generate_on_an_unusable_device_or_a_damaged_checkpoint_is_one_line(saved, capsys, tmp_path):
+    """Issue 10: `--device mps` on Linux and a truncated model.safetensors printed tracebacks (RuntimeError,
+    SafetensorError without the file name); both are one line and exit 2 now."""
+    import shutil
+
+    base = ["generate", "--question", "q", "--max-new-tokens", "1"]
+    if not torch.backends.mps.is_available():
+        assert main([*base, "--model", str(saved["model"]), "--device", "mps"]) == 2
+        assert "--device: mps is not usable here" in _one_error_line(capsys, "generate")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(saved["model"], damaged)
+    (damaged / "model.safetensors").write_bytes((saved["model"] / "model.safetensors").read_bytes()[:100])
+    assert main([*base, "--model", str(damaged)]) == 2
+    line = _one_error_line(capsys, "generate")
+    assert f"{damaged / 'model.safetensors'}: not a readable safetensors file" in line

@@ -163,3 +163,23 @@ def test_config_common_properties(tmp_path):
     assert loaded.to_dict() | {"_name_or_path": ""} == c.to_dict() | {"_name_or_path": ""}
     assert len(FavorConfig(num_labels=5).id2label) == 5
     assert FavorConfig().to_dict()["causal_qformer_config"]["num_queries"] == 32
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("use_lora", "false"), ("qformer_fp32", "false"), ("repeat_image", "8"), ("lora_r", True), ("fps", "2")],
+)
+def test_hand_edited_config_with_wrong_types_is_refused(tmp_path, field, value):
+    """Issue 10: a config.json edited by hand with ``"false"`` (truthy) or quoted numbers is a ValueError naming
+    the field, not a model built with LoRA on."""
+    import json
+
+    from favor_llm.testing import tiny_config
+
+    tiny_config().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    with pytest.raises(ValueError, match=f"FavorConfig.{field}: expected"):
+        FavorConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=field):
+        tiny_config(**{field: value})

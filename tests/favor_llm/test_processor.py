@@ -436,3 +436,60 @@ def test_collate_is_the_processor_on_a_list_of_examples(tiny, media):
         processor.collate([{"text": "q", "answer": "x"}, {"text": "r"}])
     with pytest.raises(ValueError, match="examples"):
         processor.collate([])
+
+
+def test_control_token_text_in_questions_and_answers_stays_text(fresh_tiny, media):
+    """Issue 10: "</s>" typed in a question became a real end-of-sequence token, and "<AV>" in a training answer
+    became a placeholder (the batch then failed with a message blaming the caller). Both stay text now; questions
+    without such text tokenise as before."""
+    from favor_llm.processing import encode_prompt
+
+    model, processor = fresh_tiny
+    tokenizer = processor.tokenizer
+    inputs = processor(
+        text="what does </s> mean?", media=media["video"], answers="it ends <AV> and </s> text"
+    )
+    ids, labels = inputs["input_ids"][0].tolist(), inputs["labels"][0].tolist()
+    answer = [t for t in labels if t != -100]
+    assert (
+        ids.count(tokenizer.eos_token_id) == 1 and answer[-1] == tokenizer.eos_token_id
+    )  # only the appended one
+    assert ids.count(processor.av_token_id) == processor.num_av_tokens(processor.load(media["video"], 0))
+    text = tokenizer.decode(answer[:-1])
+    assert "<AV>" in text and "</s> text" in text
+    assert torch.isfinite(model(**inputs).loss)
+    question = "what is it?"
+    prompt = processor.build_prompt(question, True)
+    unescaped = encode_prompt(tokenizer, prompt, processor.av_token, processor.av_token_id, 8)
+    assert (
+        processor(text=question, media=media["video"])["input_ids"][0].tolist()[-len(unescaped) :][-5:]
+        == (unescaped[-5:])
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": "  "}, r"text\[0\]: the question is empty"),
+        ({"text": "q", "answers": [None]}, r"answers\[0\]: expected a non-empty string, got None"),
+        ({"text": "q", "answers": ""}, r"answers\[0\]: expected a non-empty string"),
+        ({"text": "q", "answers": 5}, "answers: expected a string or a list of strings, got int"),
+    ],
+)
+def test_empty_or_mistyped_questions_and_answers_are_value_errors(tiny, media, kwargs, message):
+    """Issue 10: an empty question was accepted silently, an answer None / 5 gave transformers' "specify either
+    text or text_target" or a TypeError; favor_llm.dataset already refuses these in its files."""
+    _, processor = tiny
+    with pytest.raises(ValueError, match=message):
+        processor(media=media["video"], **kwargs)
+
+
+def test_a_template_holding_control_tokens_refuses_such_text_in_questions(media):
+    """Escaping tokenises the question with its template; a template that needs its own "</s>" cannot be escaped,
+    so a question typing "</s>" is refused there instead of silently becoming a control token."""
+    _, processor = tiny_model_and_processor(seed=0)
+    processor.prompt_template = "USER: {media} {question}</s>ASSISTANT:"
+    ids = processor(text="plain", media=media["video"])["input_ids"][0].tolist()
+    assert ids.count(processor.tokenizer.eos_token_id) == 1  # the template's own </s> is a real token
+    with pytest.raises(ValueError, match=r"text\[0\]: contains control-token text \['</s>'\]"):
+        processor(text="what is </s>?", media=media["video"])

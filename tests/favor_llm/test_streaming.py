@@ -285,3 +285,28 @@ def test_audio_chunk_seconds_is_saved_and_changes_offline_audio(chunked, av, tmp
     # each chunk alone is what a stream encodes
     first = model.stream(processor).media.audio_encoder.encode(torch.from_numpy(audio[: 4 * SPF]))[0]
     torch.testing.assert_close(a["audio_features"][0, :100], first, rtol=1e-5, atol=1e-6)
+
+
+def test_control_token_text_in_a_streamed_question_stays_text_as_offline(chunked, av, monkeypatch):
+    """`ask` tokenised the question with control tokens live ("</s>" an end-of-sequence token) while the processor
+    keeps them as text: the streamed answer must equal offline generation for such a question too."""
+    model, processor = chunked
+    frames, audio = av
+    question = "what does </s> mean here?"
+    session = model.stream(processor, instruction=question)
+    feed_in_pieces(session, frames, audio)
+    expected, _ = offline_answer(model, processor, {"video": frames, "audio": audio}, question=question)
+    seen = []
+    tokenizer_class = type(processor.tokenizer)
+    original = tokenizer_class.__call__
+
+    def spy(self, text=None, *args, **kwargs):
+        seen.append((text, kwargs.get("split_special_tokens", False)))
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_class, "__call__", spy)
+    answer = session.ask(question, max_new_tokens=6)
+    assert answer.token_ids == expected
+    assert any(isinstance(text, str) and "</s>" in text and escaped for text, escaped in seen)
+    with pytest.raises(ValueError, match="question: contains the AV placeholder"):
+        session.ask("what is <AV>?")

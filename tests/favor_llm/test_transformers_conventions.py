@@ -125,6 +125,18 @@ def test_resize_token_embeddings_under_lora(fresh_tiny, media, tmp_path):
         assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
 
 
+def test_instruction_ids_outside_the_frame_encoders_vocabulary_are_a_value_error(fresh_tiny, media):
+    """A token added after resize_token_embeddings, typed in the question, reaches the frame encoder's Q-Former when
+    it shares the LLM's tokenizer (the tiny model; any mismatched qformer_tokenizer): an IndexError from deep
+    inside torch's embedding before, a ValueError naming qformer_input_ids now."""
+    model, processor = fresh_tiny
+    processor.tokenizer.add_special_tokens({"additional_special_tokens": ["<new1>"]})
+    model.resize_token_embeddings(len(processor.tokenizer))
+    inputs = processor(text="What is <new1>?", media=media["video"])
+    with pytest.raises(ValueError, match=r"qformer_input_ids: ids must lie in \[0, 384\)"):
+        model(**inputs)
+
+
 # ------------------------------------------------------------------------------------------------ meta device
 def test_meta_device_construction_then_init_weights_gives_correct_buffers_and_weights():
     config = tiny_config()

@@ -118,6 +118,14 @@ def test_one_empty_video_among_others(model):
             r"max_position_embeddings: expected >= window_size \* tokens_per_frame = 6",
         ),
         ({"dropout": 1.5}, r"dropout: expected a value in \[0, 1\)"),
+        # hand-edited JSON (issue 10): "false" is truthy, "0.1" raised a TypeError from the range check
+        (
+            {"causal_attends_window_padding": "false"},
+            r"causal_attends_window_padding: expected true or false",
+        ),
+        ({"causal": "false"}, r"causal: expected true or false, got 'false'"),
+        ({"stack_causal": 1}, r"stack_causal: expected true or false, got 1"),
+        ({"dropout": "0.1"}, r"dropout: expected a number, got '0.1'"),
     ],
 )
 def test_bad_config(fields, pattern):

@@ -83,6 +83,40 @@ def test_first_save_creates_the_folder_and_a_file_target_is_refused(tmp_path):
             pass
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_saving_into_the_working_directory_keeps_it_usable_and_the_folder_keeps_its_mode(
+    tmp_path, monkeypatch, exchange
+):
+    """``save_pretrained(".")`` (or into a folder holding the working directory) swaps the folder: the process must
+    not be left in the deleted old folder (``os.getcwd()`` raised FileNotFoundError, relative paths broke), and a
+    private (0o700) checkpoint folder must not become world-readable (it came back 0o755)."""
+    if not exchange:
+        monkeypatch.setattr(saving, "exchange_paths", lambda first, second: False)
+    target = tmp_path / "ckpt"
+    (target / "sub").mkdir(parents=True)
+    target.chmod(0o700)
+    monkeypatch.chdir(target / "sub")
+    with atomic_save_directory("..") as staging:
+        _write(staging, {"config.json": "new"})
+    assert Path(os.getcwd()) == target / "sub"
+    assert Path("../config.json").read_text() == "new"
+    assert (target.stat().st_mode & 0o777) == 0o700
+    assert _leftovers(target) == []
+
+
+def test_a_folder_the_user_cannot_write_to_is_not_replaced(tmp_path, monkeypatch):
+    """A plain write into a read-only folder fails; the swap (which only needs the parent) must not get around it
+    (it replaced the folder's contents). ``os.access`` is patched: the suite may run as root."""
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    _write(target, {"config.json": "old"})
+    monkeypatch.setattr(saving.os, "access", lambda path, mode: Path(path) != target)
+    with pytest.raises(PermissionError, match="not writable"):
+        with atomic_save_directory(target) as staging:
+            _write(staging, {"config.json": "new"})
+    assert (target / "config.json").read_text() == "old" and _leftovers(target) == []
+
+
 def test_stale_folders_of_a_dead_process_are_ignored_then_cleaned(tmp_path):
     target = tmp_path / "ckpt"
     tiny_model().save_pretrained(target)

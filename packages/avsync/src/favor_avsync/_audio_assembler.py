@@ -168,7 +168,7 @@ class AudioAssembler:
     def _check_time(self, offset: float) -> None:
         if offset > self.limits.max_duration:
             raise MediaError(
-                f"{self.name}: its audio timestamps reach {offset:.0f} s into the clip, over limits.max_duration="
+                f"{self.name}: its audio timestamps reach {offset:.6g} s into the clip, over limits.max_duration="
                 f"{self.limits.max_duration:g} s (damaged timestamps, or a very long file); pass max_seconds= or "
                 "end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
             )

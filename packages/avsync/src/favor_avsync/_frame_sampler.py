@@ -218,13 +218,15 @@ class FrameSampler:
     def _check_time(self, offset: float) -> None:
         if offset > self.limits.max_duration:
             raise MediaError(
-                f"{self.name}: its video timestamps reach {offset:.0f} s into the clip, over limits.max_duration="
+                f"{self.name}: its video timestamps reach {offset:.6g} s into the clip, over limits.max_duration="
                 f"{self.limits.max_duration:g} s (damaged timestamps, or a very long file); pass max_seconds= or "
                 "end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
             )
 
 
 def _size(nbytes: int) -> str:
+    if nbytes < 2**20:  # small limits (tests, tiny budgets): "0.0 MiB over 0.0 MiB" said nothing
+        return f"{nbytes:,} bytes"
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 

@@ -79,6 +79,8 @@ class MediaSource:
             raise ValueError(
                 f"path_or_bytes must be a file path or bytes, got {type(path_or_bytes).__name__}: {path_or_bytes!r}"
             )
+        if not os.fspath(path_or_bytes):  # Path("") is the working directory
+            raise MissingMediaError("path_or_bytes: the file path is empty; give a media file")
         self.path = Path(path_or_bytes)
         self.data = None
         # As given (Path would turn "http://x" into "http:/x" in messages).

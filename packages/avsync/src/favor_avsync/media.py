@@ -287,7 +287,7 @@ class _Assembly:
         stop = w1 if declared is None else min(w1, origin + declared)
         if math.isfinite(stop) and stop - w0 > self.limits.max_duration:
             raise MediaError(
-                f"{self.name}: {stop - w0:.0f} s to decode, over limits.max_duration={self.limits.max_duration:g} s; "
+                f"{self.name}: {stop - w0:.6g} s to decode, over limits.max_duration={self.limits.max_duration:g} s; "
                 "pass max_seconds= or start=/end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
             )
 

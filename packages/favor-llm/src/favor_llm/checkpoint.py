@@ -44,11 +44,14 @@ import torch
 from .components import ADAPTER, CHECKPOINT, SOURCE, Component, components
 from .configuration import FavorConfig
 from .weights import (
+    PART_ID_NAME,
     WEIGHTS_INDEX_NAME,
     assign_strict,
     key_index,
     load_module_weights,
     local_or_download,
+    part_fingerprint,
+    part_id,
     read_tensors,
     resolve_checkpoint_files,
     short_list,
@@ -160,13 +163,19 @@ def _write_sources(
                 }
             else:
                 llm_state = _base_llm_state_dict(model)
+            content = part_id(llm_state)  # before the save, which may empty the dict
             model.causal_lm.save_pretrained(str(directory), state_dict=llm_state)
             entry: dict[str, Any] = {}
         else:
-            _save_weights(model.get_submodule(part.module).state_dict(), directory)
+            state = model.get_submodule(part.module).state_dict()
+            content = part_id(state)
+            _save_weights(state, directory)
             entry = {"prefix": ""}
+        (directory / PART_ID_NAME).write_text(content + "\n")
         where = (
-            {"name_or_path": part.name, "embedded": True} if embedded else {"name_or_path": str(directory)}
+            {"name_or_path": part.name, "embedded": True}
+            if embedded
+            else {"name_or_path": str(directory), "fingerprint": part_fingerprint(directory)}
         )
         sources[part.name] = {**where, **entry}
     return sources
@@ -227,9 +236,12 @@ def _write_checkpoint(
                 ", ".join(missing),
                 shown_as,
             )
+        # A part referenced inside this very folder (a model loaded from a checkpoint that embedded it, saved back
+        # in place) is embedded again: an absolute path to itself would break when the folder is moved.
+        inside = [name for name in frozen if name in known and _inside(known[name], root)]
         config.component_sources = {
-            **{k: v for k, v in known.items() if k in frozen},
-            **_write_sources(model, root, missing, merge_lora=False, embedded=True),
+            **{k: v for k, v in known.items() if k in frozen and k not in inside},
+            **_write_sources(model, root, [*missing, *inside], merge_lora=False, embedded=True),
         }
         if _parts(model, ADAPTER):
             model.language_model.save_pretrained(str(root / ADAPTER_DIR))
@@ -241,6 +253,14 @@ def _write_checkpoint(
     # generation settings (the LLM's, plus the user's changes) travel with the checkpoint, as in transformers
     model.generation_config.save_pretrained(root)
     (root / CHECKPOINT_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _inside(source: dict, root: Path) -> bool:
+    """Whether a (non-embedded, local) ``component_sources`` entry points into the folder ``root``."""
+    path = Path(str(source.get("name_or_path", ""))).expanduser()
+    if source.get("embedded") or not path.is_absolute():
+        return False
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def save_frozen_components(model: FavorModel, directory: str | Path) -> dict[str, dict]:
@@ -269,6 +289,15 @@ def _source_path(root: Path, source: dict, name: str) -> str | Path:
             f"component_sources[{name!r}]: {text} does not exist (was the directory of the frozen parts moved or "
             "deleted? point config.json's component_sources at it, or pass config=...)"
         )
+    if source.get("fingerprint") and not source.get("embedded"):
+        found = part_fingerprint(path)
+        if found is not None and found != source["fingerprint"]:
+            raise ValueError(
+                f"component_sources[{name!r}]: {text} changed since this checkpoint was saved (fingerprint "
+                f"{found}, recorded {source['fingerprint']}; e.g. another save went into that folder). The "
+                "checkpoint's trained weights belong to the old part: restore it, or load with config=... naming "
+                "the part you mean (and no 'fingerprint')"
+            )
     return path
 
 
@@ -283,6 +312,15 @@ def _resolve_dtype(dtype: Any) -> torch.dtype | str | None:
     raise ValueError(f"dtype: expected a torch.dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}")
 
 
+#: State-dict prefixes of checkpoints written before the restructuring (issue 9) -> today's.
+_PRE_RENAME_KEYS = {
+    "vision.": "media_encoder.vision.",
+    "audio_encoders.": "media_encoder.audio_encoders.",
+    "audio_projections.": "media_encoder.audio_projections.",
+    "qformer.": "media_encoder.causal_qformer.",
+}
+
+
 def _load_checkpoint_parts(model: FavorModel, root: Path) -> None:
     """The ``checkpoint`` parts from ``model.safetensors`` (or its shards), strictly."""
     index = key_index(resolve_checkpoint_files(root))
@@ -291,9 +329,18 @@ def _load_checkpoint_parts(model: FavorModel, root: Path) -> None:
     expected = {k for k in model.state_dict() if k.startswith(tuple(c.prefix for c in parts))}
     missing, unexpected = sorted(expected - set(stored)), sorted(set(stored) - expected)
     if missing or unexpected:
+        renamed = sorted({old for key in unexpected for old in _PRE_RENAME_KEYS if key.startswith(old)})
+        hint = (
+            "; it was saved before the media parts moved under media_encoder ("
+            + ", ".join(f"{old}* -> {_PRE_RENAME_KEYS[old]}*" for old in renamed)
+            + ", see CHANGELOG.md): save it again from the code that wrote it after renaming, or convert the "
+            "released checkpoint again with `favor convert`"
+            if renamed
+            else ""
+        )
         raise ValueError(
             f"checkpoint {root}: trainable weights do not match the model: missing {short_list(missing)}, "
-            f"unexpected {short_list(unexpected)}"
+            f"unexpected {short_list(unexpected)}{hint}"
         )
     for part in parts:
         tensors = {k[len(part.prefix) :]: v for k, v in stored.items() if k.startswith(part.prefix)}
@@ -372,9 +419,18 @@ def load_favor_model(
 
     if attn_implementation is not None:
         llm_kwargs["attn_implementation"] = attn_implementation
-    llm = AutoModelForCausalLM.from_pretrained(
-        _source_path(root, sources["text"], "text"), dtype=dtype, device_map=device_map, **llm_kwargs
-    )
+    from safetensors import SafetensorError
+
+    text_path = _source_path(root, sources["text"], "text")
+    try:
+        llm = AutoModelForCausalLM.from_pretrained(
+            text_path, dtype=dtype, device_map=device_map, **llm_kwargs
+        )
+    except SafetensorError as err:  # its message names no file
+        raise ValueError(
+            f"component_sources['text']: the language model's weights in {text_path} are not readable "
+            f"safetensors ({err}); they are truncated or damaged: save or download them again"
+        ) from err
     if dtype == "auto":  # the dtype the LLM's weights were saved in decides for the whole model
         dtype = None if llm.dtype == torch.float32 else llm.dtype
     with no_init_weights():  # every other weight is loaded below, strictly
@@ -396,7 +452,10 @@ def load_favor_model(
     model.config.component_sources = {
         name: (
             {k: v for k, v in src.items() if k != "embedded"}
-            | {"name_or_path": str(Path(_source_path(root, src, name)).resolve())}
+            | {
+                "name_or_path": str(Path(_source_path(root, src, name)).resolve()),
+                "fingerprint": part_fingerprint(_source_path(root, src, name)),
+            }
             if src.get("embedded")
             else src
         )

@@ -31,6 +31,7 @@ from . import demo as demo_command
 from . import evaluate as evaluate_command
 from . import train as train_command
 from .aveb import command as aveb_command
+from .cli_types import positive_int
 from .progress import GenerationProgress
 from .streaming import cli as stream_command
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--media", type=Path, help="video, audio or image file (omit for a text-only question)")
     gen.add_argument("--question", required=True, help="the question")
-    gen.add_argument("--max-new-tokens", type=_positive_int, default=128, help="longest answer (tokens)")
+    gen.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer (tokens)")
     gen.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, mps")
     gen.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto: float32 on CPU, bfloat16 on GPU")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
@@ -119,16 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 # --------------------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``favor`` with ``argv`` (default: the process arguments); returns the exit status."""
@@ -164,8 +155,9 @@ def _one_line(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet_libraries(debug: bool) -> Iterator[None]:
-    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes (restored after,
-    so calling `main` from Python leaves the caller's settings alone)."""
+    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes, no transformers
+    progress bars when stderr is not a terminal (restored after, so calling `main` from Python leaves the caller's
+    settings alone)."""
     if debug:
         yield
         return
@@ -176,6 +168,9 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
     xformers_level = xformers_logger.level
     hf_logging.set_verbosity_error()
     xformers_logger.setLevel(logging.ERROR)
+    bars = hf_logging.is_progress_bar_enabled()
+    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: quiet when not a terminal, as ours are
+        hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -185,6 +180,8 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
     finally:
         hf_logging.set_verbosity(verbosity)
         xformers_logger.setLevel(xformers_level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------- generate
@@ -209,6 +206,12 @@ def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
         raise UsageError(f"--device: {err}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device: {device} requested but CUDA is not available")
+    if dev.type != "cpu":  # e.g. mps on Linux: torch raises only when a tensor first goes there
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as err:
+            text = str(err).strip().splitlines()
+            raise UsageError(f"--device: {device} is not usable here ({text[0] if text else err})") from None
     if dtype == "auto":
         if dev.type == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"

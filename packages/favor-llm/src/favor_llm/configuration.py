@@ -90,6 +90,39 @@ _RENAMED_FIELDS = {"qformer_config": "causal_qformer_config", "image_repeat": "r
 
 _SERIALISED_LIST_OF_CONFIGS = ("audio_configs",)
 
+#: Scalar fields and the JSON types they accept (issue 10: a hand-edited ``"false"`` must not read as true).
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # name -> (accepted types, None allowed)
+    **dict.fromkeys(
+        ("vision_use_instruction", "use_lora", "qformer_fp32", "tie_word_embeddings"), ((bool,), False)
+    ),
+    **dict.fromkeys(
+        ("vision_num_query_tokens", "audio_sample_rate", "repeat_image", "lora_r", "lora_alpha"),
+        ((int,), False),
+    ),
+    **dict.fromkeys(("audio_hidden_size", "av_token_id"), ((int,), True)),
+    **dict.fromkeys(("fps", "lora_dropout", "diversity_loss_weight"), ((int, float), False)),
+    **dict.fromkeys(("max_media_seconds", "audio_chunk_seconds"), ((int, float), True)),
+    **dict.fromkeys(
+        ("av_token", "prompt_template", "text_only_template", "sync_mode", "sync_overflow"), ((str,), False)
+    ),
+}
+
+
+def _check_field_types(config: Any) -> None:
+    """Refuse a scalar field of the wrong JSON type (a bool is not a number here, nor a string a bool)."""
+    for name, (types, optional) in _FIELD_TYPES.items():
+        value = getattr(config, name, None)
+        if value is None and optional:
+            continue
+        is_bool = isinstance(value, bool)
+        if isinstance(value, types) and (is_bool == (types == (bool,))):
+            continue
+        expected = " or ".join(t.__name__ for t in types) + (" or None" if optional else "")
+        raise ValueError(
+            f"FavorConfig.{name}: expected {expected}, got {value!r} ({type(value).__name__}); fix the value in the "
+            "config (JSON true/false for flags, numbers without quotes)"
+        )
+
 
 def _as_config(value: dict | PretrainedConfig, name: str) -> PretrainedConfig:
     """A sub-config from a config object or a dict carrying ``model_type``."""
@@ -194,6 +227,7 @@ class FavorConfig(PretrainedConfig):
         for old, new in _RENAMED_FIELDS.items():  # config.json files written before the renames
             if old in kwargs:
                 setattr(self, new, kwargs.pop(old))
+        _check_field_types(self)
         released_vision = self.vision_config is None
         if released_vision:
             self.vision_config = AutoConfig.for_model("instructblip_vision_model", **_EVA_VIT_G)

@@ -163,6 +163,15 @@ class FavorMediaEncoder(nn.Module):
                 "audio_lengths: required with input_features (audio samples per sample, 0 = no audio)"
             )
         audio_lengths = media_counts(audio_lengths, batch, "audio_lengths", device)
+        vocab = getattr(self.config.vision_qformer_config, "vocab_size", None)
+        if qformer_input_ids is not None and qformer_input_ids.numel() and vocab is not None:
+            low, high = int(qformer_input_ids.min()), int(qformer_input_ids.max())
+            if low < 0 or high >= vocab:  # else an IndexError deep inside the frame encoder's embedding
+                raise ValueError(
+                    f"qformer_input_ids: ids must lie in [0, {vocab}) (the frame encoder's Q-Former vocabulary), got "
+                    f"[{low}, {high}]; the processor's qformer_tokenizer must be that Q-Former's (tokens added for "
+                    "the LLM belong to the LLM's tokenizer only)"
+                )
         visual = self.vision.encode_batch(
             pixel_values,
             pixel_lengths,

@@ -260,11 +260,9 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
             )
         if len(media_items) != len(texts):
             raise ValueError(f"media: expected one item per question ({len(texts)}), got {len(media_items)}")
-        answer_list = None
-        if answers is not None:
-            answer_list = [answers] if isinstance(answers, str) else list(answers)
-            if len(answer_list) != len(texts):
-                raise ValueError(f"answers: expected one per question ({len(texts)}), got {len(answer_list)}")
+        answer_list = checked_answers(answers, len(texts))
+        templates = (self.prompt_template, self.text_only_template) if apply_template else None
+        escape = checked_questions(texts, self.tokenizer, self.av_token, templates)
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
         if not texts:
@@ -275,11 +273,13 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
         for i, (question, item) in enumerate(zip(texts, prepared)):
             prompt = self.build_prompt(question, item is not None, apply_template, i)
             ids = encode_prompt(
-                self.tokenizer, prompt, self.av_token, self.av_token_id, self.num_av_tokens(item)
+                self.tokenizer, prompt, self.av_token, self.av_token_id, self.num_av_tokens(item), escape
             )
             labels = [-100] * len(ids)
             if answer_list is not None:
-                answer_ids = self.tokenizer(answer_list[i], add_special_tokens=False)["input_ids"]
+                answer_ids = self.tokenizer(
+                    answer_list[i], add_special_tokens=False, split_special_tokens=True
+                )["input_ids"]
                 answer_ids = [*answer_ids, self.tokenizer.eos_token_id]
                 ids, labels = ids + answer_ids, labels + answer_ids
             rows.append(ids)
@@ -402,12 +402,56 @@ def build_prompt(
     return question
 
 
-def encode_prompt(tokenizer: Any, prompt: str, av_token: str, av_token_id: int, num_av: int) -> list[int]:
-    """BOS + prompt tokens, the placeholder expanded to ``num_av`` copies (tokenised piecewise)."""
+def checked_answers(answers: Any, count: int) -> list[str] | None:
+    """``answers`` as a list of ``count`` non-empty strings (as `favor_llm.dataset` checks its files), or ``None``."""
+    if answers is None:
+        return None
+    if not isinstance(answers, (str, list, tuple)):
+        raise ValueError(f"answers: expected a string or a list of strings, got {type(answers).__name__}")
+    answer_list = [answers] if isinstance(answers, str) else list(answers)
+    if len(answer_list) != count:
+        raise ValueError(f"answers: expected one per question ({count}), got {len(answer_list)}")
+    for i, answer in enumerate(answer_list):
+        if not isinstance(answer, str) or not answer.strip():
+            raise ValueError(f"answers[{i}]: expected a non-empty string, got {answer!r}")
+    return answer_list
+
+
+def checked_questions(
+    texts: list[Any], tokenizer: Any, av_token: str, templates: tuple[str, str] | None
+) -> bool:
+    """Refuse empty templated questions; return whether control-token text typed in them is kept as text (issue
+    10: "</s>" became a real end-of-sequence token). A question is tokenised with its template
+    (``split_special_tokens``), so where the template itself holds control tokens, questions holding such text are
+    refused. ``templates=None`` (raw prompts, ``apply_template=False``): nothing checked or escaped."""
+    if templates is None:
+        return False
+    specials = [t for t in tokenizer.all_special_tokens if t and t != av_token]
+    held = [t for t in specials if any(t in template for template in templates)]
+    for i, question in enumerate(texts):
+        if not isinstance(question, str):
+            continue  # build_prompt names the type
+        if not question.strip():
+            raise ValueError(f"text[{i}]: the question is empty")
+        typed = [t for t in specials if t in question]
+        if typed and held:
+            raise ValueError(
+                f"text[{i}]: contains control-token text {typed} and the prompt template holds control tokens "
+                f"{held}, so it cannot be kept as text; remove it from the question"
+            )
+    return not held
+
+
+def encode_prompt(
+    tokenizer: Any, prompt: str, av_token: str, av_token_id: int, num_av: int, escape: bool = False
+) -> list[int]:
+    """BOS + prompt tokens, the placeholder expanded to ``num_av`` copies (tokenised piecewise); ``escape``:
+    control-token text in the pieces stays text (``split_special_tokens``)."""
     before, sep, after = prompt.partition(av_token)
     ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    ids += tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
+    kwargs = {"add_special_tokens": False, "split_special_tokens": escape}
+    ids += tokenizer(before, **kwargs)["input_ids"] if before else []
     if sep:
         ids += [av_token_id] * num_av
-        ids += tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        ids += tokenizer(after, **kwargs)["input_ids"] if after else []
     return ids

@@ -3,9 +3,12 @@ prefix, with a ``ValueError`` naming every missing, unexpected or wrongly shaped
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -19,6 +22,8 @@ __all__ = [
     "key_index",
     "load_module_weights",
     "local_or_download",
+    "part_fingerprint",
+    "part_id",
     "read_tensors",
     "resolve_checkpoint_files",
     "short_list",
@@ -26,6 +31,10 @@ __all__ = [
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+#: A content id written beside a frozen part's weights at every save, so that a part rewritten with tensors of the
+#: same names and shapes (a merged save into the folder: LoRA merged into the LLM) gets a new fingerprint, while
+#: writing the same weights again (a resumed training run) keeps it.
+PART_ID_NAME = "favor_part_id.txt"
 #: Where a Whisper encoder's keys may sit in a checkpoint (its own, ``WhisperModel``'s, ``WhisperForConditional
 #: Generation``'s, a FAVOR model's).
 AUDIO_PREFIX_CANDIDATES = ("", "encoder.", "model.encoder.", "audio_encoders.0.encoder.")
@@ -52,6 +61,38 @@ def local_or_download(name_or_path: str | Path, filenames: Iterable[str] | None 
         ) from err
 
 
+def part_id(tensors: dict[str, torch.Tensor]) -> str:
+    """The content id of a frozen part's weights (written to ``PART_ID_NAME`` beside them): a hash of every tensor's
+    name, dtype, shape and 257 evenly spaced elements (cheap for a 13B LLM; a dense change such as a merged LoRA
+    changes it, see `part_fingerprint`)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        flat = tensors[key].detach().reshape(-1)
+        picks = torch.linspace(0, max(flat.numel() - 1, 0), min(flat.numel(), 257)).long().to(flat.device)
+        sample = flat[picks].cpu().contiguous()
+        digest.update(f"{key}\0{sample.dtype}\0{tuple(tensors[key].shape)}\0".encode())
+        digest.update(sample.view(torch.uint8).numpy().tobytes() if sample.numel() else b"")
+    return digest.hexdigest()
+
+
+def part_fingerprint(name_or_path: str | Path) -> str | None:
+    """A fingerprint of the frozen part in a local directory: a hash of its id file (``PART_ID_NAME``, see `part_id`) and of each
+    safetensors file's name, size and header (names, dtypes, shapes, offsets). Cheap (no tensor data read) and
+    unchanged by copying the folder. ``None`` for a Hub repo id (not a local directory)."""
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    if (path / PART_ID_NAME).is_file():
+        digest.update((path / PART_ID_NAME).read_bytes())
+    for file in sorted(path.glob("*.safetensors")):
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+            header = handle.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
+        digest.update(f"{file.name}\0{file.stat().st_size}\0".encode() + header)
+    return digest.hexdigest()[:32]
+
+
 def resolve_checkpoint_files(name_or_path: str | Path) -> list[Path]:
     """The safetensors files of a checkpoint (a single ``model.safetensors`` or the shards of an index)."""
     root = local_or_download(name_or_path)
@@ -73,10 +114,25 @@ def resolve_checkpoint_files(name_or_path: str | Path) -> list[Path]:
 def key_index(files: list[Path]) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as handle:
+        with _opened(f) as handle:
             for key in handle.keys():
                 index[key] = f
     return index
+
+
+@contextlib.contextmanager
+def _opened(file: Path) -> Iterator[Any]:
+    """``safe_open(file)``, with a truncated or corrupt file a ``ValueError`` naming it (safetensors' own error
+    names no file)."""
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            yield handle
+    except SafetensorError as err:
+        raise ValueError(
+            f"{file}: not a readable safetensors file ({err}); it is truncated or damaged: save or download it again"
+        ) from err
 
 
 def read_tensors(index: dict[str, Path], keys: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -85,7 +141,7 @@ def read_tensors(index: dict[str, Path], keys: Iterable[str]) -> dict[str, torch
         by_file.setdefault(index[k], []).append(k)
     out = {}
     for f, ks in by_file.items():
-        with safe_open(str(f), framework="pt") as handle:
+        with _opened(f) as handle:
             for k in ks:
                 out[k] = handle.get_tensor(k)
     return out

@@ -100,6 +100,16 @@ class CausalQFormerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CausalQFormerConfig.{name}: expected a positive int, got {value!r}")
+        flags = ("causal", "stack_causal", "input_layernorm", "causal_attends_window_padding")
+        for name in (*flags, "gradient_checkpointing", "check_finite"):
+            if not isinstance(getattr(self, name), bool):  # a hand-edited "false" is truthy
+                raise ValueError(
+                    f"CausalQFormerConfig.{name}: expected true or false, got {getattr(self, name)!r}"
+                )
+        for name in ("dropout", "layer_norm_eps", "input_layer_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"CausalQFormerConfig.{name}: expected a number, got {value!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"CausalQFormerConfig.hidden_size: expected a multiple of num_heads={self.num_heads}, "

@@ -25,7 +25,8 @@ How (issue 10: a full disk, Ctrl-C or a killed process during a save must not lo
    file system without it) the target is renamed aside and the staging folder renamed in: for the instant between
    the two renames the target is absent and the complete old folder sits in ``.<name>.old-<pid>-<random>``; the next
    save restores it if the process died there.
-4. The old folder is deleted. On an exception (including ``KeyboardInterrupt``) the staging folder is deleted and
+4. The old folder's permissions carry over; a working directory inside it follows to the new folder
+   (``save_pretrained(".")`` does not leave the process in a deleted folder). The old folder is deleted. On an exception (including ``KeyboardInterrupt``) the staging folder is deleted and
    the target is untouched. A staging or old folder left by a killed process (its pid is gone) is never read by a
    loader (it has a different name) and is removed by the next save into the same target.
 
@@ -41,6 +42,7 @@ import glob
 import os
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -69,11 +71,17 @@ def atomic_save_directory(target: str | os.PathLike[str], *, owned: Iterable[str
 
     Raises:
         ValueError: ``target`` exists and is not a folder.
+        PermissionError: ``target`` exists and this process may not write into it (nothing is written).
         OSError: from the writes or renames; the old checkpoint is then untouched and the staging folder removed.
     """
     target = Path(os.path.realpath(target))
     if target.exists() and not target.is_dir():
         raise ValueError(f"save directory: {target} exists and is not a directory")
+    if target.exists() and not os.access(target, os.W_OK | os.X_OK):
+        # a plain write into it would fail; the swap (which only needs the parent) must not get around that
+        raise PermissionError(
+            errno.EACCES, "save directory is not writable (make it writable or save elsewhere)", str(target)
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_saves(target)
     staging = _sibling(target, _STAGING)
@@ -83,10 +91,18 @@ def atomic_save_directory(target: str | os.PathLike[str], *, owned: Iterable[str
         yield staging
         _fsync_tree(staging)
         patterns = tuple(owned)
+        mode = None
         if target.exists():
             _carry_user_files(target, staging, patterns)
+            mode = stat.S_IMODE(os.stat(target).st_mode)  # a private (0o700) folder stays private
+            os.chmod(staging, mode | stat.S_IRWXU)  # owner rwx until the user files are moved over
+        inside = _working_directory_inside(target)
         swapped = True  # from here on `staging` may hold the old folder: _swap_in cleans up after itself
         _swap_in(staging, target, patterns)
+        if mode is not None:
+            os.chmod(target, mode)
+        if inside is not None:  # the process sat in the old folder, now deleted: follow the checkpoint
+            os.chdir(target / inside if (target / inside).is_dir() else target)
     except BaseException:
         if not swapped:
             shutil.rmtree(staging, ignore_errors=True)
@@ -137,6 +153,16 @@ def exchange_paths(first: str | os.PathLike[str], second: str | os.PathLike[str]
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
         return False
     raise OSError(code, os.strerror(code), os.fspath(first), None, os.fspath(second))
+
+
+def _working_directory_inside(target: Path) -> str | None:
+    """The working directory relative to ``target`` when it is ``target`` or below it (``save_pretrained(".")``);
+    else ``None``."""
+    try:
+        relative = os.path.relpath(os.path.realpath(os.getcwd()), target)
+    except (OSError, ValueError):  # no working directory, or another drive on Windows
+        return None
+    return None if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
 def _sibling(target: Path, kind: str) -> Path:

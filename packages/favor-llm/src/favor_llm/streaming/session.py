@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..processing import checked_questions
 from .context import ContextPolicy, StreamContext
 from .spans import StreamAnswer, WindowSpan
 from .windows import MediaWindows
@@ -232,7 +233,17 @@ class StreamingSession:
             raise ValueError(
                 f"question: changes the prompt text before {{media}} ({before!r}); check the template"
             )
-        suffix = self.processor.tokenizer(after, add_special_tokens=False)["input_ids"]
+        # as FavorProcessor: control-token text typed in the question stays text, the placeholder is refused
+        if self.processor.av_token in question:
+            raise ValueError(
+                f"question: contains the AV placeholder {self.processor.av_token!r}; the prompt template places it"
+            )
+        escape = checked_questions(
+            [question], self.processor.tokenizer, self.processor.av_token, (self.template,)
+        )
+        suffix = self.processor.tokenizer(after, add_special_tokens=False, split_special_tokens=escape)[
+            "input_ids"
+        ]
         tail, tail_spans = self.media.tail() if include_partial else (None, [])
         # the partial window(s), laid out as closed ones: [time text] + AV tokens each
         av_id = self.model.config.av_token_id
