@@ -208,7 +208,7 @@ def save_favor_model(
         *frozen,  # embedded frozen parts of an earlier save
     ]
     with atomic_save_directory(root, owned=owned) as staging:
-        _write_checkpoint(model, staging, frozen, merge_lora, max_shard_size, shown_as=root)
+        _write_checkpoint(model, staging, frozen, merge_lora, max_shard_size, target=root)
     return root
 
 
@@ -218,9 +218,9 @@ def _write_checkpoint(
     frozen: list[str],
     merge_lora: bool,
     max_shard_size: str | int,
-    shown_as: Path,
+    target: Path,
 ) -> None:
-    """Every file of the checkpoint, written into the (staging) folder ``root``."""
+    """Every file of the checkpoint, written into the (staging) folder ``root`` that becomes ``target``."""
     config = FavorConfig.from_dict(model.config.to_dict())
     if merge_lora:
         config.component_sources = _write_sources(model, root, frozen, merge_lora=True, embedded=True)
@@ -234,11 +234,11 @@ def _write_checkpoint(
                 "save_pretrained: no component_sources for the frozen part(s) %s; writing them into %s (set "
                 "config.component_sources or call save_frozen_components(dir) once for small delta checkpoints)",
                 ", ".join(missing),
-                shown_as,
+                target,
             )
         # A part referenced inside this very folder (a model loaded from a checkpoint that embedded it, saved back
         # in place) is embedded again: an absolute path to itself would break when the folder is moved.
-        inside = [name for name in frozen if name in known and _inside(known[name], root)]
+        inside = [name for name in frozen if name in known and _inside(known[name], target)]
         config.component_sources = {
             **{k: v for k, v in known.items() if k in frozen and k not in inside},
             **_write_sources(model, root, [*missing, *inside], merge_lora=False, embedded=True),
