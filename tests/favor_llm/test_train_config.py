@@ -1,0 +1,53 @@
+"""`TrainConfig` from YAML: mistyped settings are `ValueError`s naming the setting (the CLI: one line, exit 2)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("yaml")
+
+from favor_llm.train_config import TrainConfig
+
+
+def _yaml(tmp_path, text: str):
+    path = tmp_path / "train.yaml"
+    path.write_text("output_dir: out\ntrain_file: t.jsonl\n" + text)
+    return path
+
+
+def test_exponent_numbers_in_yaml_are_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) reads 3e-3 as the string "3e-3"; the docs' own default is written that way
+    config = TrainConfig.from_yaml(_yaml(tmp_path, "learning_rate: 3e-3\nweight_decay: 1e-2\n"))
+    assert config.learning_rate == pytest.approx(3e-3) and config.weight_decay == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("learning_rate: fast", "learning_rate"),
+        ('max_steps: "5"', "max_steps"),
+        ("max_steps: 2.5", "max_steps"),
+        ("seed: abc", "seed"),
+        ('warmup_ratio: "a tenth"', "warmup_ratio"),
+        ("num_train_epochs: two", "num_train_epochs"),
+        ("num_train_epochs: 0", "num_train_epochs"),
+        ("output_dir: [a]", "output_dir"),
+        ('gradient_checkpointing: "maybe"', "gradient_checkpointing"),
+        ("feature_cache: 5", "feature_cache"),
+        ("threads: 0", "threads"),
+        ("save_total_limit: -3", "save_total_limit"),
+        ("model_overrides: [1]", "model_overrides"),
+        ("fsdp_config: 3", "fsdp_config"),
+    ],
+)
+def test_mistyped_settings_name_the_setting(tmp_path, line, field):
+    with pytest.raises(ValueError, match=rf"^{field}: expected"):
+        TrainConfig.from_yaml(_yaml(tmp_path, line + "\n"))
+
+
+def test_cli_reports_a_mistyped_setting_in_one_line(tmp_path, capsys):
+    from favor_llm.cli import main
+
+    assert main(["train", "--config", str(_yaml(tmp_path, "warmup_ratio: lots\n"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "warmup_ratio: expected a number" in err
