@@ -208,3 +208,23 @@ def test_gradient_checkpointing_takes_the_same_step(toy_data, tmp_path):
     a, b = (FavorModel.from_pretrained(r.final_dir).trainable_state_dict() for r in runs)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_a_different_run_in_the_same_output_dir_is_refused(toy_data, tmp_path):
+    # run b's checkpoints reference b/frozen; a second run with other frozen weights (another seed of the random
+    # recipe) used to overwrite b/frozen silently and resume from b's checkpoint: b's checkpoints then loaded with
+    # the wrong encoders
+    out = tmp_path / "b"
+    run_training(_config(toy_data, out, max_steps=1, save_steps=1, eval_steps=0))
+    frozen = {p: p.read_bytes() for p in sorted((out / "frozen").rglob("*")) if p.is_file()}
+    with pytest.raises(ValueError, match=r"output_dir: .*seed"):
+        run_training(_config(toy_data, out, max_steps=2, save_steps=1, eval_steps=0, seed=5))
+    assert frozen == {p: p.read_bytes() for p in sorted((out / "frozen").rglob("*")) if p.is_file()}
+
+
+def test_resuming_past_max_steps_is_refused(toy_data, tmp_path):
+    # the Trainer silently trained nothing and reported "last loss 0.0000", overwriting final/
+    out = tmp_path / "c"
+    run_training(_config(toy_data, out, max_steps=2, save_steps=2, eval_steps=0))
+    with pytest.raises(ValueError, match=r"max_steps: 1 .*checkpoint-2"):
+        run_training(_config(toy_data, out, max_steps=1, eval_steps=0))

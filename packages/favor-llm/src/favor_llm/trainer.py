@@ -392,9 +392,56 @@ def _resume_point(config: TrainConfig) -> str | None:
     if config.resume != "auto":
         if not Path(config.resume).is_dir():
             raise ValueError(f"resume: no such checkpoint directory {config.resume}")
-        return config.resume
-    out = Path(config.output_dir)
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
+        point = config.resume
+    else:
+        out = Path(config.output_dir)
+        point = get_last_checkpoint(str(out)) if out.is_dir() else None
+    state = Path(point or "") / "trainer_state.json"
+    if point and config.max_steps > 0 and state.is_file():
+        # the Trainer would train nothing, report a loss of 0 and overwrite final/ with the checkpoint
+        step = int(json.loads(state.read_text()).get("global_step", 0))
+        if step > config.max_steps:
+            raise ValueError(
+                f"max_steps: {config.max_steps} but the run resumes from {point} at step {step}; raise max_steps, "
+                "or give another output_dir or resume: never"
+            )
+    return point
+
+
+def _model_identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide a run's model: its frozen parts (``output_dir/frozen``) and what checkpoints mean."""
+    keys = ["model", "model_overrides", "tokenizer"]
+    if settings.get("model") in _recipe_names():
+        keys.append("seed")  # a recipe's frozen parts are random, from the seed
+        if settings.get("tokenizer") == "words":
+            keys.append("train_file")  # the vocabulary is the training file's words
+    return {key: settings.get(key) for key in keys}
+
+
+def _recipe_names() -> list[str]:
+    from .recipes import RECIPES
+
+    return sorted(RECIPES)
+
+
+def _claim_output_dir(config: TrainConfig) -> None:
+    """Refuse an ``output_dir`` that holds another run (its checkpoints reference its ``frozen/`` parts, which this
+    run would overwrite), then record this run's settings there (main process only)."""
+    record = Path(config.output_dir) / "train_config.json"
+    if record.is_file():
+        before = _model_identity(json.loads(record.read_text()))
+        now = _model_identity(config.to_dict())
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        if changed:
+            raise ValueError(
+                f"output_dir: {config.output_dir} holds a run with other {', '.join(changed)} "
+                f"({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); give another output_dir"
+            )
+    if int(os.environ.get("RANK", "0")) == 0:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        partial = record.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        os.replace(partial, record)  # other DDP processes read it whole or not at all
 
 
 def run_training(config: TrainConfig) -> TrainResult:
@@ -408,6 +455,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         torch.set_num_threads(config.threads)
     try:
         resume = _resume_point(config)
+        _claim_output_dir(config)
         trainer = build_trainer(config)
         output = trainer.train(resume_from_checkpoint=resume)
         final = Path(config.output_dir) / FINAL_DIR
