@@ -228,3 +228,17 @@ def test_resuming_past_max_steps_is_refused(toy_data, tmp_path):
     run_training(_config(toy_data, out, max_steps=2, save_steps=2, eval_steps=0))
     with pytest.raises(ValueError, match=r"max_steps: 1 .*checkpoint-2"):
         run_training(_config(toy_data, out, max_steps=1, eval_steps=0))
+
+
+def test_words_outside_the_aveb_vocabulary_are_refused(toy_data, tmp_path):
+    # the default tokenizer is AVEB-mini's few dozen words: own data ("zebra") used to train on <unk> silently, so
+    # the model could never say the answer
+    rows = [
+        {"media": str(toy_data / "clip0.mp4"), "question": "which animal ?", "answer": a}
+        for a in ("red", "zebra")
+    ]
+    (tmp_path / "own.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"tokenizer: .*'animal'\].*own.jsonl:1.*tokenizer: words"):
+        run_training(
+            _config(toy_data, tmp_path / "d", tokenizer="aveb", train_file=str(tmp_path / "own.jsonl"))
+        )

@@ -69,7 +69,7 @@ def load_examples(path: str | Path) -> list[dict[str, Any]]:
     (a bad one is a `ValueError` naming the file and line)."""
     from .dataset import read_examples
 
-    return [example.item() for example in read_examples(path)]
+    return [example.item() | {"line": example.line} for example in read_examples(path)]
 
 
 class FavorCollator:
@@ -243,7 +243,9 @@ def _tokenizer(config: TrainConfig, examples: list[dict[str, Any]]) -> Any:
     if config.tokenizer == "aveb":
         from .aveb import tokenizer as aveb_tokenizer
 
-        return aveb_tokenizer()
+        tok = aveb_tokenizer()
+        _check_vocabulary(tok, examples, config.train_file)
+        return tok
     if config.tokenizer == "words":
         return word_tokenizer([ex["text"] + " " + ex["answer"] for ex in examples])
     from transformers import AutoTokenizer
@@ -253,6 +255,21 @@ def _tokenizer(config: TrainConfig, examples: list[dict[str, Any]]) -> Any:
             f"tokenizer: expected 'aveb', 'words' or a tokenizer directory, got {config.tokenizer!r}"
         )
     return AutoTokenizer.from_pretrained(config.tokenizer)
+
+
+def _check_vocabulary(tok: Any, examples: list[dict[str, Any]], source: str) -> None:
+    """Refuse training text with words outside a word-level vocabulary: they would all become ``<unk>``, so the
+    model could neither read the question nor ever say the answer."""
+    backend = tok.backend_tokenizer
+    vocab = tok.get_vocab()
+    for ex in examples:
+        text = backend.normalizer.normalize_str(ex["text"] + " " + ex["answer"])
+        unknown = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(text) if w not in vocab]
+        if unknown:
+            raise ValueError(
+                f"tokenizer: the 'aveb' vocabulary (AVEB-mini's words) lacks {sorted(set(unknown))[:5]} "
+                f"({source}:{ex.get('line', '?')}); for your own data use tokenizer: words or a tokenizer directory"
+            )
 
 
 def build_model_and_processor(
