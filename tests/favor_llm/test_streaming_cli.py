@@ -71,6 +71,15 @@ def test_stream_a_file_answers_every_interval_like_offline(saved, capsys):
     assert answers[2][1] == _offline_answer(saved["model"], saved["clip"], 5.0)
 
 
+def test_every_shorter_than_a_piece_asks_once_per_media_time(saved, capsys):
+    # --every 0.05 with 0.5 s pieces used to ask ten times at the same media time (ten identical answers); with
+    # --every 1e-12 the asking loop never ended
+    argv = ["stream", "--model", str(saved["model"]), "--media", str(saved["clip"]), "--question", QUESTION]
+    assert main([*argv, "--every", "1e-12", "--max-new-tokens", "2"]) == 0
+    times = [a[0] for a in _answers(capsys.readouterr().out)]
+    assert times == sorted(set(times)) and times[-1] == 5.0 and len(times) == 10, times
+
+
 def test_stream_a_pipe_on_stdin_gives_the_file_answers(saved, capsys):
     """A real pipe (a child process reading standard input) decodes incrementally to the same answers."""
     argv = ["stream", "--model", str(saved["model"]), "--media", "-", "--question", QUESTION, "--every", "2"]

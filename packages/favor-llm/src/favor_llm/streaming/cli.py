@@ -10,6 +10,7 @@ media in context. ``--realtime`` plays a file at its own pace (a pipe always arr
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -90,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
         session.feed(frames=frames if session.video else None, audio=audio if session.audio else None)
         if args.realtime and args.media != "-":
             time.sleep(max(0.0, session.media_seconds - (time.perf_counter() - started)))
-        while session.media_seconds >= next_ask:
+        if session.media_seconds >= next_ask:  # once per media time: a piece can span several intervals
             _ask_all(session, args)
             asked_at = session.media_seconds
-            next_ask += args.every
+            next_ask = (math.floor(asked_at / args.every) + 1) * args.every
         piece = next(pieces, None)
     if session.media_seconds > asked_at:
         _ask_all(session, args)
