@@ -242,3 +242,17 @@ def test_words_outside_the_aveb_vocabulary_are_refused(toy_data, tmp_path):
         run_training(
             _config(toy_data, tmp_path / "d", tokenizer="aveb", train_file=str(tmp_path / "own.jsonl"))
         )
+
+
+def test_a_checkpoint_cut_short_mid_save_is_skipped(toy_data, tmp_path):
+    # Ctrl-C while the Trainer wrote checkpoint-2 (weights written, trainer_state.json not yet): the next run used
+    # to fail on the missing trainer_state.json; it resumes from the last complete checkpoint instead
+    out = tmp_path / "e"
+    run_training(_config(toy_data, out, max_steps=2, save_steps=1, eval_steps=0))
+    (out / "checkpoint-2" / "trainer_state.json").unlink()
+    resumed = run_training(_config(toy_data, out, max_steps=3, save_steps=1, eval_steps=0))
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-1")
+    assert resumed.steps == 3 and (out / "checkpoint-3" / "trainer_state.json").is_file()
+    with pytest.raises(ValueError, match=r"resume: .*checkpoint-2 is incomplete"):
+        (out / "checkpoint-2" / "trainer_state.json").unlink()
+        run_training(_config(toy_data, out, max_steps=4, resume=str(out / "checkpoint-2")))

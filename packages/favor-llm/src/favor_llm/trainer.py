@@ -31,6 +31,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -60,6 +61,7 @@ __all__ = [
 METRICS_FILE = "metrics.csv"
 FROZEN_DIR = "frozen"
 FINAL_DIR = "final"
+TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint by the Trainer
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -402,18 +404,19 @@ class TrainResult:
 
 
 def _resume_point(config: TrainConfig) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
     if config.resume == "never":
         return None
     if config.resume != "auto":
         if not Path(config.resume).is_dir():
             raise ValueError(f"resume: no such checkpoint directory {config.resume}")
+        if not (Path(config.resume) / TRAINER_STATE).is_file():
+            raise ValueError(
+                f"resume: {config.resume} is incomplete (no {TRAINER_STATE}; its save was cut short)"
+            )
         point = config.resume
     else:
-        out = Path(config.output_dir)
-        point = get_last_checkpoint(str(out)) if out.is_dir() else None
-    state = Path(point or "") / "trainer_state.json"
+        point = _last_complete_checkpoint(Path(config.output_dir))
+    state = Path(point or "") / TRAINER_STATE
     if point and config.max_steps > 0 and state.is_file():
         # the Trainer would train nothing, report a loss of 0 and overwrite final/ with the checkpoint
         step = int(json.loads(state.read_text()).get("global_step", 0))
@@ -423,6 +426,28 @@ def _resume_point(config: TrainConfig) -> str | None:
                 "or give another output_dir or resume: never"
             )
     return point
+
+
+def _last_complete_checkpoint(out: Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``out`` whose save finished: the Trainer writes ``trainer_state.json`` last, so
+    a folder without it was cut short (Ctrl-C, a killed job) and is passed over, with a note on stderr."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not out.is_dir():
+        return None
+    found = []
+    for path in out.iterdir():
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", path.name)
+        if match and path.is_dir():
+            found.append((int(match[1]), path))
+    for _, path in sorted(found, reverse=True):
+        if (path / TRAINER_STATE).is_file():
+            return str(path)
+        print(
+            f"favor train: skipping {path}: incomplete (no {TRAINER_STATE}; its save was cut short)",
+            file=sys.stderr,
+        )
+    return None
 
 
 def _model_identity(settings: dict[str, Any]) -> dict[str, Any]:
