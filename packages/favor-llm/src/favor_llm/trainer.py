@@ -31,7 +31,6 @@ import csv
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .modeling import FavorModel
 from .processing import FavorProcessor
+from .run_dir import claim_output_dir, resume_point
 from .train_config import TrainConfig
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
 METRICS_FILE = "metrics.csv"
 FROZEN_DIR = "frozen"
 FINAL_DIR = "final"
-TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint by the Trainer
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -403,89 +402,6 @@ class TrainResult:
     resumed_from: str | None = None
 
 
-def _resume_point(config: TrainConfig) -> str | None:
-    if config.resume == "never":
-        return None
-    if config.resume != "auto":
-        if not Path(config.resume).is_dir():
-            raise ValueError(f"resume: no such checkpoint directory {config.resume}")
-        if not (Path(config.resume) / TRAINER_STATE).is_file():
-            raise ValueError(
-                f"resume: {config.resume} is incomplete (no {TRAINER_STATE}; its save was cut short)"
-            )
-        point = config.resume
-    else:
-        point = _last_complete_checkpoint(Path(config.output_dir))
-    state = Path(point or "") / TRAINER_STATE
-    if point and config.max_steps > 0 and state.is_file():
-        # the Trainer would train nothing, report a loss of 0 and overwrite final/ with the checkpoint
-        step = int(json.loads(state.read_text()).get("global_step", 0))
-        if step > config.max_steps:
-            raise ValueError(
-                f"max_steps: {config.max_steps} but the run resumes from {point} at step {step}; raise max_steps, "
-                "or give another output_dir or resume: never"
-            )
-    return point
-
-
-def _last_complete_checkpoint(out: Path) -> str | None:
-    """The newest ``checkpoint-N`` in ``out`` whose save finished: the Trainer writes ``trainer_state.json`` last, so
-    a folder without it was cut short (Ctrl-C, a killed job) and is passed over, with a note on stderr."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    if not out.is_dir():
-        return None
-    found = []
-    for path in out.iterdir():
-        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", path.name)
-        if match and path.is_dir():
-            found.append((int(match[1]), path))
-    for _, path in sorted(found, reverse=True):
-        if (path / TRAINER_STATE).is_file():
-            return str(path)
-        print(
-            f"favor train: skipping {path}: incomplete (no {TRAINER_STATE}; its save was cut short)",
-            file=sys.stderr,
-        )
-    return None
-
-
-def _model_identity(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide a run's model: its frozen parts (``output_dir/frozen``) and what checkpoints mean."""
-    keys = ["model", "model_overrides", "tokenizer"]
-    if settings.get("model") in _recipe_names():
-        keys.append("seed")  # a recipe's frozen parts are random, from the seed
-        if settings.get("tokenizer") == "words":
-            keys.append("train_file")  # the vocabulary is the training file's words
-    return {key: settings.get(key) for key in keys}
-
-
-def _recipe_names() -> list[str]:
-    from .recipes import RECIPES
-
-    return sorted(RECIPES)
-
-
-def _claim_output_dir(config: TrainConfig) -> None:
-    """Refuse an ``output_dir`` that holds another run (its checkpoints reference its ``frozen/`` parts, which this
-    run would overwrite), then record this run's settings there (main process only)."""
-    record = Path(config.output_dir) / "train_config.json"
-    if record.is_file():
-        before = _model_identity(json.loads(record.read_text()))
-        now = _model_identity(config.to_dict())
-        changed = sorted(k for k in now if before.get(k) != now[k])
-        if changed:
-            raise ValueError(
-                f"output_dir: {config.output_dir} holds a run with other {', '.join(changed)} "
-                f"({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); give another output_dir"
-            )
-    if int(os.environ.get("RANK", "0")) == 0:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        partial = record.with_suffix(".json.tmp")
-        partial.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        os.replace(partial, record)  # other DDP processes read it whole or not at all
-
-
 def run_training(config: TrainConfig) -> TrainResult:
     """Train as ``config`` says; write ``output_dir/final`` (model + processor) and ``train_config.json``.
 
@@ -496,8 +412,8 @@ def run_training(config: TrainConfig) -> TrainResult:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        resume = _resume_point(config)
-        _claim_output_dir(config)
+        resume = resume_point(config)
+        claim_output_dir(config)
         trainer = build_trainer(config)
         output = trainer.train(resume_from_checkpoint=resume)
         final = Path(config.output_dir) / FINAL_DIR
