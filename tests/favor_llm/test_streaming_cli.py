@@ -129,3 +129,21 @@ def test_stream_errors_are_one_line(saved, capsys, extra, needle):
 def test_pipe_decoder_rejects_bytes_that_are_not_media():
     with pytest.raises(ValueError, match="media: stdin is not a media stream PyAV can read"):
         list(pipe_pieces(io.BytesIO(b"this is not a video" * 100), fps=2.0, sample_rate=16000))
+
+
+def test_an_image_is_not_a_stream(saved, tmp_path, capsys):
+    # an image played as a stream was one 0.5 s frame (the offline model repeats it over repeat_image frames), so
+    # the answer differed from `favor generate` on the same file (empty with the demo model)
+    make_test_clip(tmp_path / "still.png", container="png", size=(32, 32))
+    argv = [
+        "stream",
+        "--model",
+        str(saved["model"]),
+        "--media",
+        str(tmp_path / "still.png"),
+        "--question",
+        QUESTION,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("favor stream: error: --media: ") and "is an image" in err and "\n" not in err, err

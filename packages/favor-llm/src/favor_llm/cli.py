@@ -31,6 +31,7 @@ from . import demo as demo_command
 from . import evaluate as evaluate_command
 from . import train as train_command
 from .aveb import command as aveb_command
+from .media_items import IMAGE_SUFFIXES
 from .progress import GenerationProgress
 from .streaming import cli as stream_command
 
@@ -38,7 +39,6 @@ __all__ = ["GenerationProgress", "build_parser", "main"]
 
 EXIT_USAGE = 2
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class UsageError(ValueError):
@@ -236,7 +236,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     processor = FavorProcessor.from_pretrained(model_dir)
     media: Any = None
     if args.media is not None:
-        if args.media.suffix.lower() in _IMAGE_SUFFIXES:
+        if args.media.suffix.lower() in IMAGE_SUFFIXES:
             media = args.media  # the processor repeats a still image over frames
         else:
             from favor_avsync import load_media

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModel, AutoProcessor
 
+    from ..media_items import IMAGE_SUFFIXES
     from .context import ContextPolicy
     from .media import file_pieces, pipe_pieces
 
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--model: {args.model} is not a FAVOR checkpoint directory (no config.json)")
     if args.media != "-" and not Path(args.media).is_file():
         raise ValueError(f"--media: no such file {args.media}")
+    if Path(args.media).suffix.lower() in IMAGE_SUFFIXES:  # offline, a still image is repeated over frames
+        raise ValueError(f"--media: {args.media} is an image, not a stream; ask about it with favor generate")
     processor = AutoProcessor.from_pretrained(args.model)
     model = AutoModel.from_pretrained(args.model).to(torch.device(args.device)).eval()
     layout = processor.layout
