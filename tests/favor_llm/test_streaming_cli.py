@@ -147,3 +147,14 @@ def test_an_image_is_not_a_stream(saved, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("favor stream: error: --media: ") and "is an image" in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda"])
+def test_a_bad_device_is_one_line(saved, capsys, device):
+    # was an AssertionError / RuntimeError traceback from torch
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    argv = ["stream", "--model", str(saved["model"]), "--media", str(saved["clip"]), "--question", QUESTION]
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("favor stream: error: --device: ") and "\n" not in err, err

@@ -31,6 +31,7 @@ from . import demo as demo_command
 from . import evaluate as evaluate_command
 from . import train as train_command
 from .aveb import command as aveb_command
+from .devices import DTYPES, device_and_dtype
 from .media_items import IMAGE_SUFFIXES
 from .progress import GenerationProgress
 from .streaming import cli as stream_command
@@ -38,7 +39,6 @@ from .streaming import cli as stream_command
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
 EXIT_USAGE = 2
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class UsageError(ValueError):
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--question", required=True, help="the question")
     gen.add_argument("--max-new-tokens", type=_positive_int, default=128, help="longest answer (tokens)")
     gen.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, mps")
-    gen.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto: float32 on CPU, bfloat16 on GPU")
+    gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 on GPU")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
     gen.set_defaults(func=_cmd_generate)
@@ -198,25 +198,6 @@ def _checkpoint_dir(path: Path, what: str = "model") -> Path:
     return path
 
 
-def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise UsageError(f"--device: {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device: {device} requested but CUDA is not available")
-    if dtype == "auto":
-        if dev.type == "cuda":
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            dtype = "float32"
-    return dev, getattr(torch, dtype)
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -232,7 +213,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--temperature: expected >= 0, got {args.temperature}")
     if not 0 < args.top_p <= 1:
         raise UsageError(f"--top-p: expected a value in (0, 1], got {args.top_p}")
-    device, dtype = _device_and_dtype(args.device, args.dtype)
+    device, dtype = device_and_dtype(args.device, args.dtype)
     processor = FavorProcessor.from_pretrained(model_dir)
     media: Any = None
     if args.media is not None:

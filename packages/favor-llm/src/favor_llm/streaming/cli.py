@@ -50,9 +50,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``favor stream``; user mistakes are ``ValueError`` (one line, exit status 2, by ``favor``'s main)."""
     # FavorModel / FavorProcessor through the Auto classes (favor_llm registers them): no import of modeling here
-    import torch
     from transformers import AutoModel, AutoProcessor
 
+    from ..devices import device_and_dtype
     from ..media_items import IMAGE_SUFFIXES
     from .context import ContextPolicy
     from .media import file_pieces, pipe_pieces
@@ -67,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--media: no such file {args.media}")
     if Path(args.media).suffix.lower() in IMAGE_SUFFIXES:  # offline, a still image is repeated over frames
         raise ValueError(f"--media: {args.media} is an image, not a stream; ask about it with favor generate")
+    device, _ = device_and_dtype(args.device)
     processor = AutoProcessor.from_pretrained(args.model)
-    model = AutoModel.from_pretrained(args.model).to(torch.device(args.device)).eval()
+    model = AutoModel.from_pretrained(args.model).to(device).eval()
     layout = processor.layout
     if args.media == "-":
         pieces = pipe_pieces(sys.stdin.buffer, layout.fps, layout.sample_rate)
