@@ -158,3 +158,16 @@ def test_a_bad_device_is_one_line(saved, capsys, device):
     assert main([*argv, "--device", device]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("favor stream: error: --device: ") and "\n" not in err, err
+
+
+def test_pipe_video_time_going_back_is_an_error():
+    # a source whose clock jumps back (concatenated recordings, a restarted camera) used to lose the video silently
+    # until its time passed the old one again, while the audio ran on: the streams drifted apart
+    from favor_llm.streaming.media import _FrameSampler
+
+    sampler = _FrameSampler(2.0)
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert len(sampler.push(0.0, image)) == 0 and len(sampler.push(3.0, image)) == 6
+    sampler.push(2.9, image)  # a little jitter is tolerated
+    with pytest.raises(ValueError, match=r"media: the video's time went back from 3.0 s to 0.5 s"):
+        sampler.push(0.5, image)

@@ -12,6 +12,7 @@ Each piece is ``(frames (F, H, W, 3) uint8 or None, audio (S,) float32 or None)`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -104,8 +105,15 @@ class _FrameSampler:
         self.next = 0  # the next output frame index
         self.last: tuple[float, np.ndarray] | None = None
         self.gap = 0.0  # the last source frame-to-frame gap (the last frame's duration at the end)
+        self.newest = -math.inf  # the latest source time so far
 
     def push(self, time: float, image: np.ndarray) -> list[np.ndarray]:
+        if time < self.newest - 0.5 / self.fps:
+            # frames would be dropped until the clock caught up, while the audio ran on
+            raise ValueError(
+                f"media: the video's time went back from {self.newest:.1f} s to {time:.1f} s; a stream needs "
+                "increasing time stamps (re-time a joined or restarted source, e.g. ffmpeg -fflags +genpts)"
+            )
         out = []
         # Output instants before this source frame show the previous one (1 us slack, as favor_avsync).
         while (self.next + 0.5) / self.fps < time - 1e-6:
@@ -114,6 +122,7 @@ class _FrameSampler:
         if self.last is not None:
             self.gap = time - self.last[0]
         self.last = (time, image)
+        self.newest = max(self.newest, time)
         return out
 
     def finish(self) -> list[np.ndarray]:
