@@ -51,3 +51,21 @@ def test_cli_reports_a_mistyped_setting_in_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(_yaml(tmp_path, "warmup_ratio: lots\n"))]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "warmup_ratio: expected a number" in err
+
+
+def test_recipe_overrides_are_checked_and_merged():
+    from favor_llm.aveb import tokenizer
+    from favor_llm.recipes import aveb_tiny_config
+
+    tok = tokenizer()
+    # a typo used to be kept as an unused attribute: the ablation trained the default model without a word
+    with pytest.raises(
+        ValueError, match=r"model_overrides: unknown FavorConfig field\(s\) \['diversity_los_weight'\]"
+    ):
+        aveb_tiny_config(tok, diversity_los_weight=0.0)
+    # the field's current name used to be overwritten by the recipe's own (old-named) Q-Former settings
+    for name in ("causal_qformer_config", "qformer_config"):
+        config = aveb_tiny_config(tok, **{name: {"window_size": 1, "window_stride": 1}})
+        assert config.causal_qformer_config.window_size == 1, name
+        assert config.causal_qformer_config.hidden_size == 64, name  # the rest of the recipe's stays
+    assert aveb_tiny_config(tok, diversity_loss_weight=0.0).diversity_loss_weight == 0.0
