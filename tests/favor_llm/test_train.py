@@ -256,3 +256,9 @@ def test_a_checkpoint_cut_short_mid_save_is_skipped(toy_data, tmp_path):
     with pytest.raises(ValueError, match=r"resume: .*checkpoint-2 is incomplete"):
         (out / "checkpoint-2" / "trainer_state.json").unlink()
         run_training(_config(toy_data, out, max_steps=4, resume=str(out / "checkpoint-2")))
+
+
+def test_an_output_dir_that_is_a_file_is_named(toy_data, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ValueError, match=r"output_dir: .*taken is a file"):  # was "[Errno 17] File exists"
+        run_training(_config(toy_data, tmp_path / "taken"))

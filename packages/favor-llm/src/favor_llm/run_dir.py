@@ -22,6 +22,11 @@ TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint by the Tr
 
 
 def resume_point(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from (``resume``: ``auto``, ``never`` or a path), or ``None`` to start afresh.
+
+    Raises:
+        ValueError: a resume path that is missing or incomplete, or ``max_steps`` below the checkpoint's step.
+    """
     if config.resume == "never":
         return None
     if config.resume != "auto":
@@ -87,6 +92,8 @@ def _recipe_names() -> list[str]:
 def claim_output_dir(config: TrainConfig) -> None:
     """Refuse an ``output_dir`` that holds another run (its checkpoints reference its ``frozen/`` parts, which this
     run would overwrite), then record this run's settings there (main process only)."""
+    if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
+        raise ValueError(f"output_dir: {config.output_dir} is a file; expected a folder for the run")
     record = Path(config.output_dir) / "train_config.json"
     if record.is_file():
         before = _model_identity(json.loads(record.read_text()))
