@@ -69,3 +69,21 @@ def test_recipe_overrides_are_checked_and_merged():
         assert config.causal_qformer_config.window_size == 1, name
         assert config.causal_qformer_config.hidden_size == 64, name  # the rest of the recipe's stays
     assert aveb_tiny_config(tok, diversity_loss_weight=0.0).diversity_loss_weight == 0.0
+
+
+def test_relative_model_tokenizer_and_resume_paths_follow_the_yaml_file(tmp_path):
+    # the docs say relative paths in the YAML are relative to it; model, tokenizer and resume paths were not
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    path = folder / "train.yaml"
+    path.write_text(
+        "output_dir: out\ntrain_file: t.jsonl\nmodel: ckpt/final\ntokenizer: tok\nresume: out/checkpoint-5\n"
+    )
+    config = TrainConfig.from_yaml(path)
+    assert config.model == str(folder / "ckpt/final") and config.tokenizer == str(folder / "tok")
+    assert config.resume == str(folder / "out/checkpoint-5")
+    path.write_text(
+        "output_dir: out\ntrain_file: t.jsonl\nmodel: aveb-tiny\ntokenizer: words\nresume: never\n"
+    )
+    config = TrainConfig.from_yaml(path)  # names, not paths
+    assert (config.model, config.tokenizer, config.resume) == ("aveb-tiny", "words", "never")

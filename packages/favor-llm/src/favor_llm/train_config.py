@@ -154,7 +154,8 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Read a YAML file of settings; ``overrides`` (e.g. from command-line flags) win. Relative file paths in
-        the YAML are taken relative to the YAML file's folder."""
+        the YAML (files, output and cache folders, and model, tokenizer or resume directories, not the names
+        ``aveb-tiny``, ``aveb``, ``words``, ``auto``, ``never``, ``off``) are taken relative to the YAML file's folder."""
         import yaml
 
         path = Path(path)
@@ -166,9 +167,14 @@ class TrainConfig:
             raise ValueError(f"config: {path} is not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(data, dict):
             raise ValueError(f"config: {path} must hold a mapping of settings, got {type(data).__name__}")
-        for key in ("output_dir", "train_file", "validation_file", "test_file", "feature_cache", "deepspeed"):
+        from .recipes import RECIPES
+
+        names = {"feature_cache": {"off"}, "model": set(RECIPES), "tokenizer": {"aveb", "words"}}
+        names["resume"] = {"auto", "never"}
+        keys = ("output_dir", "train_file", "validation_file", "test_file", "deepspeed", *names)
+        for key in keys:
             value = data.get(key)
-            if isinstance(value, str) and value != "off" and not Path(value).is_absolute():
+            if isinstance(value, str) and value not in names.get(key, ()) and not Path(value).is_absolute():
                 data[key] = str(path.parent / value)
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(data, source=str(path))
