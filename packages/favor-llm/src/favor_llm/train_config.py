@@ -153,9 +153,9 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """Read a YAML file of settings; ``overrides`` (e.g. from command-line flags) win. Relative file paths in
-        the YAML (files, output and cache folders, and model, tokenizer or resume directories, not the names
-        ``aveb-tiny``, ``aveb``, ``words``, ``auto``, ``never``, ``off``) are taken relative to the YAML file's folder."""
+        """Read a YAML file of settings; ``overrides`` (e.g. from command-line flags) win. Relative paths in the
+        YAML (files, output and cache folders, model, tokenizer and resume directories; not the names
+        ``aveb-tiny``, ``aveb``, ``words``, ``auto``, ``never``, ``off``) are relative to the YAML file's folder."""
         import yaml
 
         path = Path(path)
