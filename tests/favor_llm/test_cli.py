@@ -258,3 +258,13 @@ def test_convert_errors(released, capsys, tmp_path):
         == 2
     )
     assert "config: no such file" in _one_error_line(capsys, "convert")
+
+
+def test_no_progress_bars_when_not_a_terminal(capsys):
+    # transformers' "Loading weights" bar and the generation bar used to fill logs and pipes
+    from favor_llm.demo import DEMO_MODEL_DIR
+
+    argv = ["generate", "--model", str(DEMO_MODEL_DIR), "--question", "Which shape is shown?"]
+    assert main([*argv, "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err and "generating" not in err and "it/s" not in err, err

@@ -164,17 +164,21 @@ def _one_line(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet_libraries(debug: bool) -> Iterator[None]:
-    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes (restored after,
-    so calling `main` from Python leaves the caller's settings alone)."""
+    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes, transformers'
+    progress bars only on a terminal (restored after, so calling `main` from Python leaves the caller's settings
+    alone)."""
     if debug:
         yield
         return
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     xformers_logger = logging.getLogger("xformers")
     xformers_level = xformers_logger.level
     hf_logging.set_verbosity_error()
+    if not sys.stderr.isatty():  # transformers' bars ("Loading weights") only on a terminal, as ours
+        hf_logging.disable_progress_bar()
     xformers_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
@@ -184,6 +188,8 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
             yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
         xformers_logger.setLevel(xformers_level)
 
 
