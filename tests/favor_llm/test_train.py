@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,11 @@ def test_a_different_run_in_the_same_output_dir_is_refused(toy_data, tmp_path):
     with pytest.raises(ValueError, match=r"output_dir: .*seed"):
         run_training(_config(toy_data, out, max_steps=2, save_steps=1, eval_steps=0, seed=5))
     assert frozen == {p: p.read_bytes() for p in sorted((out / "frozen").rglob("*")) if p.is_file()}
+    # a folder whose run left no checkpoint and no final model (stopped early) is free for another run
+    empty = tmp_path / "stopped"
+    run_training(_config(toy_data, empty, max_steps=1, save_steps=0, eval_steps=0))
+    shutil.rmtree(empty / "final")
+    assert run_training(_config(toy_data, empty, max_steps=1, save_steps=0, eval_steps=0, seed=5)).steps == 1
 
 
 def test_resuming_past_max_steps_is_refused(toy_data, tmp_path):

@@ -16,9 +16,11 @@ from typing import Any
 
 from .train_config import TrainConfig
 
-__all__ = ["TRAINER_STATE", "claim_output_dir", "resume_point"]
+__all__ = ["FINAL_DIR", "FROZEN_DIR", "TRAINER_STATE", "claim_output_dir", "resume_point"]
 
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint by the Trainer
+FROZEN_DIR = "frozen"  # a recipe's frozen parts, written once; checkpoints reference them
+FINAL_DIR = "final"  # the trained model and processor
 
 
 def resume_point(config: TrainConfig) -> str | None:
@@ -90,12 +92,14 @@ def _recipe_names() -> list[str]:
 
 
 def claim_output_dir(config: TrainConfig) -> None:
-    """Refuse an ``output_dir`` that holds another run (its checkpoints reference its ``frozen/`` parts, which this
-    run would overwrite), then record this run's settings there (main process only)."""
+    """Refuse an ``output_dir`` that holds another run's checkpoints or final model (they reference its ``frozen/``
+    parts, which this run would overwrite), then record this run's settings there (main process only)."""
     if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
         raise ValueError(f"output_dir: {config.output_dir} is a file; expected a folder for the run")
-    record = Path(config.output_dir) / "train_config.json"
-    if record.is_file():
+    out = Path(config.output_dir)
+    record = out / "train_config.json"
+    holds_models = (out / FINAL_DIR).is_dir() or any(out.glob("checkpoint-*"))  # they read out/frozen
+    if record.is_file() and holds_models:
         before = _model_identity(json.loads(record.read_text()))
         now = _model_identity(config.to_dict())
         changed = sorted(k for k in now if before.get(k) != now[k])

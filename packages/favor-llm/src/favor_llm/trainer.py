@@ -43,7 +43,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .modeling import FavorModel
 from .processing import FavorProcessor
-from .run_dir import claim_output_dir, resume_point
+from .run_dir import FINAL_DIR, FROZEN_DIR, claim_output_dir, resume_point
 from .train_config import TrainConfig
 
 __all__ = [
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 METRICS_FILE = "metrics.csv"
-FROZEN_DIR = "frozen"
-FINAL_DIR = "final"
 
 
 # ----------------------------------------------------------------------------------------------------- data
