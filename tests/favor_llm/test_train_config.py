@@ -87,3 +87,25 @@ def test_relative_model_tokenizer_and_resume_paths_follow_the_yaml_file(tmp_path
     )
     config = TrainConfig.from_yaml(path)  # names, not paths
     assert (config.model, config.tokenizer, config.resume) == ("aveb-tiny", "words", "never")
+
+
+@pytest.mark.parametrize("weight", ["x", float("nan"), -1.0, float("inf")])
+def test_a_diversity_loss_weight_that_is_not_a_finite_number_is_refused(weight):
+    # "x" was a TypeError deep in the loss; NaN trained with a NaN loss and exit status 0
+    from favor_llm.aveb import tokenizer
+    from favor_llm.recipes import aveb_tiny_config
+
+    with pytest.raises(ValueError, match=r"diversity_loss_weight: expected a finite number >= 0"):
+        aveb_tiny_config(tokenizer(), diversity_loss_weight=weight)
+
+
+def test_deepspeed_config_is_checked_before_training(tmp_path):
+    from favor_llm.trainer import build_trainer
+
+    rows = tmp_path / "t.jsonl"
+    rows.write_text("")
+    config = TrainConfig(
+        output_dir=str(tmp_path / "o"), train_file=str(rows), deepspeed=str(tmp_path / "ds.json")
+    )
+    with pytest.raises(ValueError, match=r"deepspeed: no such file .*ds.json"):
+        build_trainer(config)

@@ -334,6 +334,15 @@ def _report_to() -> list[str]:
 
 def build_trainer(config: TrainConfig) -> FavorTrainer:
     """The `FavorTrainer` for ``config`` (model, processor, data, callbacks), ready to ``train()``."""
+    if (
+        config.deepspeed is not None
+    ):  # checked before the data and model are built, not deep in TrainingArguments
+        import importlib.util
+
+        if not Path(config.deepspeed).is_file():
+            raise ValueError(f"deepspeed: no such file {config.deepspeed}; expected a DeepSpeed JSON config")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("deepspeed: the deepspeed package is not installed (pip install deepspeed)")
     train = load_examples(config.train_file)
     validation = load_examples(config.validation_file) if config.validation_file else None
     tasks = sorted({ex["task"] for ex in train + (validation or [])})
