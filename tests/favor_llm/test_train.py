@@ -268,3 +268,17 @@ def test_an_output_dir_that_is_a_file_is_named(toy_data, tmp_path):
     (tmp_path / "taken").write_text("x")
     with pytest.raises(ValueError, match=r"output_dir: .*taken is a file"):  # was "[Errno 17] File exists"
         run_training(_config(toy_data, tmp_path / "taken"))
+
+
+def test_cache_counts_are_not_logged_as_zero_from_loader_workers(toy_data, tmp_path):
+    # with dataloader_num_workers the cache is used in the worker processes: the main process's counters stayed
+    # 0 / 0 and metrics.csv reported them as if nothing had been cached
+    out = tmp_path / "w"
+    config = _config(
+        toy_data, out, max_steps=2, save_steps=0, eval_steps=0, feature_cache=str(tmp_path / "cache")
+    )
+    config.dataloader_num_workers = 1
+    run_training(config)
+    names = {row["name"] for row in csv.DictReader((out / "metrics.csv").open())}
+    assert "epoch_seconds" in names and "cache_hits" not in names and "cache_misses" not in names
+    assert list((tmp_path / "cache").rglob("*.safetensors"))  # the workers did fill the cache

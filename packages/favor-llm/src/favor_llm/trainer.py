@@ -392,7 +392,8 @@ def build_trainer(config: TrainConfig) -> FavorTrainer:
         data_collator=FavorCollator(processor, tasks, features),
         processing_class=processor,
         tasks=tasks,
-        callbacks=[CSVLogger(config.output_dir, features)],
+        # loader workers use the cache in their own processes: the counters here would stay 0 / 0
+        callbacks=[CSVLogger(config.output_dir, features if config.dataloader_num_workers == 0 else None)],
     )
     trainer.compute_metrics = trainer.compute_answer_metrics
     return trainer
