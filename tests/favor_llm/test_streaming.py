@@ -285,3 +285,12 @@ def test_audio_chunk_seconds_is_saved_and_changes_offline_audio(chunked, av, tmp
     # each chunk alone is what a stream encodes
     first = model.stream(processor).media.audio_encoder.encode(torch.from_numpy(audio[: 4 * SPF]))[0]
     torch.testing.assert_close(a["audio_features"][0, :100], first, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("count", [-1, 1.5, True])
+def test_attended_windows_must_be_a_count(chunked, count):
+    # -1 used to return no windows at all, as if the answer had attended to nothing
+    model, processor = chunked
+    session = model.stream(processor)
+    with pytest.raises(ValueError, match=r"attended_windows: expected an int >= 0"):
+        session.ask("What colour?", max_new_tokens=1, attended_windows=count)
