@@ -171,3 +171,40 @@ def test_pipe_video_time_going_back_is_an_error():
     sampler.push(2.9, image)  # a little jitter is tolerated
     with pytest.raises(ValueError, match=r"media: the video's time went back from 3.0 s to 0.5 s"):
         sampler.push(0.5, image)
+
+
+def test_pipe_places_late_audio_at_its_time_like_load_media(tmp_path):
+    # audio starting 1 s after the video used to be put at 0 s: one second off the frames it belongs with
+    import fractions
+
+    import av
+
+    path = tmp_path / "late_audio.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width = video.height = 32
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream("pcm_s16le", rate=16000)
+        audio.layout = "mono"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 10)
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        tone = np.zeros(32000, np.float32)
+        tone[:3200] = 0.5 * np.sin(np.arange(3200) / 5)  # a burst at the audio's start, 1.0 s into the clip
+        for k in range(0, 32000, 1600):
+            frame = av.AudioFrame.from_ndarray(
+                (tone[None, k : k + 1600] * 32767).astype(np.int16), format="s16", layout="mono"
+            )
+            frame.sample_rate, frame.pts, frame.time_base = 16000, 16000 + k, fractions.Fraction(1, 16000)
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode())
+    offline = np.asarray(load_media(path, fps=2.0, sample_rate=16000).audio)
+    with path.open("rb") as handle:
+        streamed = np.concatenate(
+            [a for _, a in pipe_pieces(handle, fps=2.0, sample_rate=16000) if a is not None]
+        )
+    first = [int(np.argmax(np.abs(x) > 0.1)) for x in (offline, streamed)]
+    assert abs(first[0] - 16000) <= 16 and abs(first[1] - first[0]) <= 16, first
+    assert abs(len(streamed) - len(offline)) <= 16

@@ -67,6 +67,7 @@ def pipe_pieces(
         frames: list[np.ndarray] = []
         samples: list[np.ndarray] = []
         origin: float | None = None
+        emitted = 0  # audio samples yielded or pending, silence included
         per_frames = max(1, round(piece_seconds * fps))
         per_samples = round(piece_seconds * sample_rate)
         try:
@@ -77,7 +78,15 @@ def pipe_pieces(
                     if packet.stream.type == "video":
                         frames += sampler.push(time - origin, frame.to_ndarray(format="rgb24"))
                     elif resampler is not None:
-                        samples += [r.to_ndarray().reshape(-1) for r in resampler.resample(frame)]
+                        # silence before audio that starts late or after a gap, as favor_avsync.load_media
+                        # places samples by their time (20 ms slack for the resampler's delay)
+                        gap = round((time - origin) * sample_rate) - emitted
+                        if gap > 0.02 * sample_rate:
+                            samples.append(np.zeros(gap, dtype=np.float32))
+                            emitted += gap
+                        for r in resampler.resample(frame):
+                            samples.append(r.to_ndarray().reshape(-1))
+                            emitted += samples[-1].shape[0]
                 if len(frames) >= per_frames or sum(len(s) for s in samples) >= per_samples:
                     yield _piece(frames, samples)
                     frames, samples = [], []
