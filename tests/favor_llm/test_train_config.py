@@ -109,3 +109,8 @@ def test_deepspeed_config_is_checked_before_training(tmp_path):
     )
     with pytest.raises(ValueError, match=r"deepspeed: no such file .*ds.json"):
         build_trainer(config)
+
+
+def test_paths_from_python_are_kept_as_strings(tmp_path):
+    config = TrainConfig(output_dir=tmp_path / "run", train_file=tmp_path / "t.jsonl")
+    assert config.output_dir == str(tmp_path / "run") and config.train_file == str(tmp_path / "t.jsonl")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,11 @@ class TrainConfig:
             if value is None and type(None) in choices:
                 continue
             kind = next(c for c in choices if c is not type(None))
+            if kind is str and isinstance(
+                value, os.PathLike
+            ):  # TrainConfig(output_dir=Path(...)) from Python
+                value = os.fspath(value)
+                setattr(self, f.name, value)
             if kind is float and isinstance(value, str):
                 try:
                     value = float(value)
