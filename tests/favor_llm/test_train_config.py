@@ -114,3 +114,14 @@ def test_deepspeed_config_is_checked_before_training(tmp_path):
 def test_paths_from_python_are_kept_as_strings(tmp_path):
     config = TrainConfig(output_dir=tmp_path / "run", train_file=tmp_path / "t.jsonl")
     assert config.output_dir == str(tmp_path / "run") and config.train_file == str(tmp_path / "t.jsonl")
+
+
+def test_a_bad_json_flag_is_named(tmp_path, capsys):
+    from favor_llm.cli import main
+
+    argv = ["train", "--output-dir", str(tmp_path / "o"), "--train-file", str(tmp_path / "t.jsonl")]
+    assert main([*argv, "--model-overrides", "{diversity_loss_weight: 0}"]) == 2
+    err = capsys.readouterr().err  # was "invalid loads value"
+    assert "--model-overrides: expected a JSON object" in err and "\n" not in err.strip(), err
+    assert main([*argv, "--model-overrides", "[1]"]) == 2
+    assert "--model-overrides: expected a JSON object" in capsys.readouterr().err
