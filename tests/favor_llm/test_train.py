@@ -282,3 +282,13 @@ def test_cache_counts_are_not_logged_as_zero_from_loader_workers(toy_data, tmp_p
     names = {row["name"] for row in csv.DictReader((out / "metrics.csv").open())}
     assert "epoch_seconds" in names and "cache_hits" not in names and "cache_misses" not in names
     assert list((tmp_path / "cache").rglob("*.safetensors"))  # the workers did fill the cache
+
+
+def test_a_bad_test_file_stops_the_run_before_training(toy_data, tmp_path):
+    # the test file was read only after training: a typo in it cost the whole run
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"media": "nope.mp4", "question": "q", "answer": "a"}\n')
+    out = tmp_path / "f"
+    with pytest.raises(ValueError, match=r"test.jsonl:1: media file not found"):
+        run_training(_config(toy_data, out, test_file=str(bad)))
+    assert not (out / "final").exists() and not list(out.glob("checkpoint-*"))

@@ -420,6 +420,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
+        test = load_examples(config.test_file) if config.test_file else None  # checked before training
         resume = resume_point(config)
         claim_output_dir(config)
         trainer = build_trainer(config)
@@ -427,8 +428,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         final = Path(config.output_dir) / FINAL_DIR
         trainer.save_model(str(final))
         test_metrics: dict[str, float] = {}
-        if config.test_file:
-            test = load_examples(config.test_file)
+        if test is not None:
             trainer.data_collator.tasks = trainer.tasks = sorted({ex["task"] for ex in test})
             test_metrics = trainer.evaluate(eval_dataset=test, metric_key_prefix="test")
         if trainer.is_world_process_zero():
