@@ -30,6 +30,7 @@ from typing import Any
 from . import demo as demo_command
 from . import evaluate as evaluate_command
 from . import train as train_command
+from .argtypes import positive_int
 from .aveb import command as aveb_command
 from .devices import DTYPES, device_and_dtype
 from .media_items import IMAGE_SUFFIXES
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--media", type=Path, help="video, audio or image file (omit for a text-only question)")
     gen.add_argument("--question", required=True, help="the question")
-    gen.add_argument("--max-new-tokens", type=_positive_int, default=128, help="longest answer (tokens)")
+    gen.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer (tokens)")
     gen.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, mps")
     gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 on GPU")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
@@ -117,16 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     train_command.add_parser(sub, parents=[common])
     stream_command.add_parser(sub)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------------- main

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .argtypes import positive_int
+
 __all__ = [
     "DEMO_MODEL_DIR",
     "DEMO_TRAINING",
@@ -229,16 +231,6 @@ def ship_checkpoint(final_dir: str | Path, target: str | Path = DEMO_MODEL_DIR, 
 
 
 # ---------------------------------------------------------------------------------------------------- command
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_parser(subparsers: Any, **kwargs: Any) -> argparse.ArgumentParser:
     """Register ``favor demo`` (``kwargs`` go to ``add_parser``, e.g. ``parents``)."""
     parser = subparsers.add_parser(
@@ -247,11 +239,13 @@ def add_parser(subparsers: Any, **kwargs: Any) -> argparse.ArgumentParser:
         **kwargs,
     )
     parser.add_argument("--train", action="store_true", help="retrain the model from scratch first")
-    parser.add_argument("--examples", type=_positive, default=96, help="test clips (default 96)")
+    parser.add_argument("--examples", type=positive_int, default=96, help="test clips (default 96)")
     parser.add_argument("--seed", type=int, help="benchmark seed of the test clips (default: random)")
-    parser.add_argument("--steps", type=_positive, help="training steps with --train (default: as shipped)")
     parser.add_argument(
-        "--train-examples", type=_positive, default=TRAIN_EXAMPLES, help="training clips with --train"
+        "--steps", type=positive_int, help="training steps with --train (default: as shipped)"
+    )
+    parser.add_argument(
+        "--train-examples", type=positive_int, default=TRAIN_EXAMPLES, help="training clips with --train"
     )
     parser.add_argument("--out", type=Path, help="keep the clips (and a trained model) in this folder")
     parser.set_defaults(func=run)

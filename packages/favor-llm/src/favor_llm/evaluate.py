@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .argtypes import positive_int
 from .dataset import DEFAULT_TASK, FavorDataset
 from .devices import DTYPES, device_and_dtype
 
@@ -155,16 +156,6 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- command
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``evaluate`` to ``subparsers`` (the ``favor`` command's)."""
     parser = subparsers.add_parser("evaluate", help="exact-match accuracy per task on a JSON Lines file")
@@ -177,8 +168,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, help="write the results (and per-example predictions) as JSON here"
     )
-    parser.add_argument("--batch-size", type=_positive, default=8, help="questions per generation batch (8)")
-    parser.add_argument("--max-new-tokens", type=_positive, default=16, help="longest answer in tokens (16)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, help="questions per generation batch (8)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int, default=16, help="longest answer in tokens (16)"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 (or float16) on GPU"
