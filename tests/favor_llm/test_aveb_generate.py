@@ -195,3 +195,25 @@ def test_cli_generate(tmp_path, capsys):
     assert main(["aveb", "generate", str(tmp_path), "--train", "3", "--val", "0", "--test", "0"]) == 2
     assert "favor aveb: error:" in capsys.readouterr().err
     assert main(["aveb", "generate", str(tmp_path), "--train", "-1"]) == 2
+
+
+def test_an_interrupted_overwrite_leaves_no_stale_question_file(tmp_path, monkeypatch):
+    # --overwrite deleted the old clips first but kept the old train.jsonl until the end: interrupted half-way, the
+    # old questions pointed at missing clips or at new clips of another seed, and the split looked complete
+    import importlib
+
+    generate_module = importlib.import_module("favor_llm.aveb.generate")  # the package exports the function
+
+    generate(tmp_path, "train", 4, seed=0, size=32, progress=False)
+    real = generate_module.write_clip
+    written = []
+
+    def interrupted(*args, **kwargs):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(real(*args, **kwargs))
+
+    monkeypatch.setattr(generate_module, "write_clip", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, "train", 4, seed=1, size=32, overwrite=True, progress=False)
+    assert not (tmp_path / "train.jsonl").exists() and not (tmp_path / "train.meta.jsonl").exists()

@@ -275,3 +275,13 @@ def test_generate_on_an_unusable_device_or_a_damaged_checkpoint_is_one_line(save
     assert main([*base, "--model", str(damaged)]) == 2
     line = _one_error_line(capsys, "generate")
     assert f"{damaged / 'model.safetensors'}: not a readable safetensors file" in line
+
+
+def test_no_progress_bars_when_not_a_terminal(capsys):
+    # transformers' "Loading weights" bar and the generation bar used to fill logs and pipes
+    from favor_llm.demo import DEMO_MODEL_DIR
+
+    argv = ["generate", "--model", str(DEMO_MODEL_DIR), "--question", "Which shape is shown?"]
+    assert main([*argv, "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err and "generating" not in err and "it/s" not in err, err

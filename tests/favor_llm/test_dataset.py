@@ -147,3 +147,14 @@ def test_trainer_takes_the_dataset(files, fresh_tiny, tmp_path):
     assert torch.isfinite(torch.tensor(trainer.train().training_loss))
     params = dict(model.named_parameters())
     assert any(not torch.equal(params[n], v) for n, v in before.items())
+
+
+def test_encodings_a_bom_is_read_and_bad_bytes_name_the_line(files):
+    row = json.dumps({"media": "clips/a.mp4", "question": "q", "answer": "a"})
+    (files / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + row.encode() + b"\n")  # Windows editors write a BOM
+    assert len(read_examples(files / "bom.jsonl")) == 1
+    (files / "latin.jsonl").write_bytes(
+        row.encode() + b"\n" + row.replace('"q"', '"caf\xe9"').encode("latin-1")
+    )
+    with pytest.raises(ValueError, match=r"latin.jsonl:2: not UTF-8 text"):
+        read_examples(files / "latin.jsonl")

@@ -92,3 +92,33 @@ def test_settings_after_the_encoders_share_entries(model_and_processor, clips, t
     other_processor = recipe_processor(other, processor.tokenizer)
     assert other_processor.layout.window_size == 1
     assert FeatureCache(tmp_path, build_model(other, seed=0), other_processor).key(clips[0]["media"]) == key
+
+
+def test_a_corrupt_entry_is_recomputed(model_and_processor, clips, tmp_path):
+    # a run killed while another tool copied the cache, a full disk, a truncated sync: the entry must not crash
+    # training; it is a miss, recomputed and written again
+    model, processor = model_and_processor
+    first = FeatureCache(tmp_path / "cache", model, processor).collate(clips[:1])
+    (entry,) = (tmp_path / "cache").rglob("*.safetensors")
+    entry.write_bytes(entry.read_bytes()[:40])
+    cache = FeatureCache(tmp_path / "cache", model, processor)
+    again = cache.collate(clips[:1])
+    assert (cache.hits, cache.misses) == (0, 1)
+    torch.testing.assert_close(again["visual_features"], first["visual_features"])
+    assert FeatureCache(tmp_path / "cache", model, processor).collate(clips[:1]) is not None
+    assert entry.stat().st_size > 40
+
+
+def test_a_read_only_cache_is_a_clear_error_before_training(model_and_processor, tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    model, processor = model_and_processor
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=r"feature_cache: .*ro.* is not writable"):
+            FeatureCache(tmp_path / "ro", model, processor)
+    finally:
+        (tmp_path / "ro").chmod(0o755)

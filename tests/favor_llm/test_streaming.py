@@ -310,3 +310,12 @@ def test_control_token_text_in_a_streamed_question_stays_text_as_offline(chunked
     assert any(isinstance(text, str) and "</s>" in text and escaped for text, escaped in seen)
     with pytest.raises(ValueError, match="question: contains the AV placeholder"):
         session.ask("what is <AV>?")
+
+
+@pytest.mark.parametrize("count", [-1, 1.5, True])
+def test_attended_windows_must_be_a_count(chunked, count):
+    # -1 used to return no windows at all, as if the answer had attended to nothing
+    model, processor = chunked
+    session = model.stream(processor)
+    with pytest.raises(ValueError, match=r"attended_windows: expected an int >= 0"):
+        session.ask("What colour?", max_new_tokens=1, attended_windows=count)

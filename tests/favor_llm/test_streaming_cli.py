@@ -71,6 +71,15 @@ def test_stream_a_file_answers_every_interval_like_offline(saved, capsys):
     assert answers[2][1] == _offline_answer(saved["model"], saved["clip"], 5.0)
 
 
+def test_every_shorter_than_a_piece_asks_once_per_media_time(saved, capsys):
+    # --every 0.05 with 0.5 s pieces used to ask ten times at the same media time (ten identical answers); with
+    # --every 1e-12 the asking loop never ended
+    argv = ["stream", "--model", str(saved["model"]), "--media", str(saved["clip"]), "--question", QUESTION]
+    assert main([*argv, "--every", "1e-12", "--max-new-tokens", "2"]) == 0
+    times = [a[0] for a in _answers(capsys.readouterr().out)]
+    assert times == sorted(set(times)) and times[-1] == 5.0 and len(times) == 10, times
+
+
 def test_stream_a_pipe_on_stdin_gives_the_file_answers(saved, capsys):
     """A real pipe (a child process reading standard input) decodes incrementally to the same answers."""
     argv = ["stream", "--model", str(saved["model"]), "--media", "-", "--question", QUESTION, "--every", "2"]
@@ -120,3 +129,82 @@ def test_stream_errors_are_one_line(saved, capsys, extra, needle):
 def test_pipe_decoder_rejects_bytes_that_are_not_media():
     with pytest.raises(ValueError, match="media: stdin is not a media stream PyAV can read"):
         list(pipe_pieces(io.BytesIO(b"this is not a video" * 100), fps=2.0, sample_rate=16000))
+
+
+def test_an_image_is_not_a_stream(saved, tmp_path, capsys):
+    # an image played as a stream was one 0.5 s frame (the offline model repeats it over repeat_image frames), so
+    # the answer differed from `favor generate` on the same file (empty with the demo model)
+    make_test_clip(tmp_path / "still.png", container="png", size=(32, 32))
+    argv = [
+        "stream",
+        "--model",
+        str(saved["model"]),
+        "--media",
+        str(tmp_path / "still.png"),
+        "--question",
+        QUESTION,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("favor stream: error: --media: ") and "is an image" in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda"])
+def test_a_bad_device_is_one_line(saved, capsys, device):
+    # was an AssertionError / RuntimeError traceback from torch
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    argv = ["stream", "--model", str(saved["model"]), "--media", str(saved["clip"]), "--question", QUESTION]
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("favor stream: error: --device: ") and "\n" not in err, err
+
+
+def test_pipe_video_time_going_back_is_an_error():
+    # a source whose clock jumps back (concatenated recordings, a restarted camera) used to lose the video silently
+    # until its time passed the old one again, while the audio ran on: the streams drifted apart
+    from favor_llm.streaming.media import _FrameSampler
+
+    sampler = _FrameSampler(2.0)
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert len(sampler.push(0.0, image)) == 0 and len(sampler.push(3.0, image)) == 6
+    sampler.push(2.9, image)  # a little jitter is tolerated
+    with pytest.raises(ValueError, match=r"media: the video's time went back from 3.0 s to 0.5 s"):
+        sampler.push(0.5, image)
+
+
+def test_pipe_places_late_audio_at_its_time_like_load_media(tmp_path):
+    # audio starting 1 s after the video used to be put at 0 s: one second off the frames it belongs with
+    import fractions
+
+    import av
+
+    path = tmp_path / "late_audio.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width = video.height = 32
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream("pcm_s16le", rate=16000)
+        audio.layout = "mono"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 10)
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        tone = np.zeros(32000, np.float32)
+        tone[:3200] = 0.5 * np.sin(np.arange(3200) / 5)  # a burst at the audio's start, 1.0 s into the clip
+        for k in range(0, 32000, 1600):
+            frame = av.AudioFrame.from_ndarray(
+                (tone[None, k : k + 1600] * 32767).astype(np.int16), format="s16", layout="mono"
+            )
+            frame.sample_rate, frame.pts, frame.time_base = 16000, 16000 + k, fractions.Fraction(1, 16000)
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode())
+    offline = np.asarray(load_media(path, fps=2.0, sample_rate=16000).audio)
+    with path.open("rb") as handle:
+        streamed = np.concatenate(
+            [a for _, a in pipe_pieces(handle, fps=2.0, sample_rate=16000) if a is not None]
+        )
+    first = [int(np.argmax(np.abs(x) > 0.1)) for x in (offline, streamed)]
+    assert abs(first[0] - 16000) <= 16 and abs(first[1] - first[0]) <= 16, first
+    assert abs(len(streamed) - len(offline)) <= 16

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,86 @@ def test_gradient_checkpointing_takes_the_same_step(toy_data, tmp_path):
     a, b = (FavorModel.from_pretrained(r.final_dir).trainable_state_dict() for r in runs)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_a_different_run_in_the_same_output_dir_is_refused(toy_data, tmp_path):
+    # run b's checkpoints reference b/frozen; a second run with other frozen weights (another seed of the random
+    # recipe) used to overwrite b/frozen silently and resume from b's checkpoint: b's checkpoints then loaded with
+    # the wrong encoders
+    out = tmp_path / "b"
+    run_training(_config(toy_data, out, max_steps=1, save_steps=1, eval_steps=0))
+    frozen = {p: p.read_bytes() for p in sorted((out / "frozen").rglob("*")) if p.is_file()}
+    with pytest.raises(ValueError, match=r"output_dir: .*seed"):
+        run_training(_config(toy_data, out, max_steps=2, save_steps=1, eval_steps=0, seed=5))
+    assert frozen == {p: p.read_bytes() for p in sorted((out / "frozen").rglob("*")) if p.is_file()}
+    # a folder whose run left no checkpoint and no final model (stopped early) is free for another run
+    empty = tmp_path / "stopped"
+    run_training(_config(toy_data, empty, max_steps=1, save_steps=0, eval_steps=0))
+    shutil.rmtree(empty / "final")
+    assert run_training(_config(toy_data, empty, max_steps=1, save_steps=0, eval_steps=0, seed=5)).steps == 1
+
+
+def test_resuming_past_max_steps_is_refused(toy_data, tmp_path):
+    # the Trainer silently trained nothing and reported "last loss 0.0000", overwriting final/
+    out = tmp_path / "c"
+    run_training(_config(toy_data, out, max_steps=2, save_steps=2, eval_steps=0))
+    with pytest.raises(ValueError, match=r"max_steps: 1 .*checkpoint-2"):
+        run_training(_config(toy_data, out, max_steps=1, eval_steps=0))
+
+
+def test_words_outside_the_aveb_vocabulary_are_refused(toy_data, tmp_path):
+    # the default tokenizer is AVEB-mini's few dozen words: own data ("zebra") used to train on <unk> silently, so
+    # the model could never say the answer
+    rows = [
+        {"media": str(toy_data / "clip0.mp4"), "question": "which animal ?", "answer": a}
+        for a in ("red", "zebra")
+    ]
+    (tmp_path / "own.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"tokenizer: .*'animal'\].*own.jsonl:1.*tokenizer: words"):
+        run_training(
+            _config(toy_data, tmp_path / "d", tokenizer="aveb", train_file=str(tmp_path / "own.jsonl"))
+        )
+
+
+def test_a_checkpoint_cut_short_mid_save_is_skipped(toy_data, tmp_path):
+    # Ctrl-C while the Trainer wrote checkpoint-2 (weights written, trainer_state.json not yet): the next run used
+    # to fail on the missing trainer_state.json; it resumes from the last complete checkpoint instead
+    out = tmp_path / "e"
+    run_training(_config(toy_data, out, max_steps=2, save_steps=1, eval_steps=0))
+    (out / "checkpoint-2" / "trainer_state.json").unlink()
+    resumed = run_training(_config(toy_data, out, max_steps=3, save_steps=1, eval_steps=0))
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-1")
+    assert resumed.steps == 3 and (out / "checkpoint-3" / "trainer_state.json").is_file()
+    with pytest.raises(ValueError, match=r"resume: .*checkpoint-2 is incomplete"):
+        (out / "checkpoint-2" / "trainer_state.json").unlink()
+        run_training(_config(toy_data, out, max_steps=4, resume=str(out / "checkpoint-2")))
+
+
+def test_an_output_dir_that_is_a_file_is_named(toy_data, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ValueError, match=r"output_dir: .*taken is a file"):  # was "[Errno 17] File exists"
+        run_training(_config(toy_data, tmp_path / "taken"))
+
+
+def test_cache_counts_are_not_logged_as_zero_from_loader_workers(toy_data, tmp_path):
+    # with dataloader_num_workers the cache is used in the worker processes: the main process's counters stayed
+    # 0 / 0 and metrics.csv reported them as if nothing had been cached
+    out = tmp_path / "w"
+    config = _config(
+        toy_data, out, max_steps=2, save_steps=0, eval_steps=0, feature_cache=str(tmp_path / "cache")
+    )
+    config.dataloader_num_workers = 1
+    run_training(config)
+    names = {row["name"] for row in csv.DictReader((out / "metrics.csv").open())}
+    assert "epoch_seconds" in names and "cache_hits" not in names and "cache_misses" not in names
+    assert list((tmp_path / "cache").rglob("*.safetensors"))  # the workers did fill the cache
+
+
+def test_a_bad_test_file_stops_the_run_before_training(toy_data, tmp_path):
+    # the test file was read only after training: a typo in it cost the whole run
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"media": "nope.mp4", "question": "q", "answer": "a"}\n')
+    out = tmp_path / "f"
+    with pytest.raises(ValueError, match=r"test.jsonl:1: media file not found"):
+        run_training(_config(toy_data, out, test_file=str(bad)))
+    assert not (out / "final").exists() and not list(out.glob("checkpoint-*"))

@@ -30,16 +30,16 @@ from typing import Any
 from . import demo as demo_command
 from . import evaluate as evaluate_command
 from . import train as train_command
+from .argtypes import positive_int
 from .aveb import command as aveb_command
-from .cli_types import positive_int
+from .devices import DTYPES, device_and_dtype
+from .media_items import IMAGE_SUFFIXES
 from .progress import GenerationProgress
 from .streaming import cli as stream_command
 
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
 EXIT_USAGE = 2
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class UsageError(ValueError):
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--question", required=True, help="the question")
     gen.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer (tokens)")
     gen.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, mps")
-    gen.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto: float32 on CPU, bfloat16 on GPU")
+    gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 on GPU")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
     gen.set_defaults(func=_cmd_generate)
@@ -155,18 +155,21 @@ def _one_line(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet_libraries(debug: bool) -> Iterator[None]:
-    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes, no transformers
-    progress bars when stderr is not a terminal (restored after, so calling `main` from Python leaves the caller's
-    settings alone)."""
+    """Without ``--debug``: no library deprecation warnings or info logs, no xformers build notes, transformers'
+    progress bars only on a terminal (restored after, so calling `main` from Python leaves the caller's settings
+    alone)."""
     if debug:
         yield
         return
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     xformers_logger = logging.getLogger("xformers")
     xformers_level = xformers_logger.level
     hf_logging.set_verbosity_error()
+    if not sys.stderr.isatty():  # transformers' bars ("Loading weights") only on a terminal, as ours
+        hf_logging.disable_progress_bar()
     xformers_logger.setLevel(logging.ERROR)
     bars = hf_logging.is_progress_bar_enabled()
     if not sys.stderr.isatty():  # transformers' "Loading weights" bar: quiet when not a terminal, as ours are
@@ -179,6 +182,8 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
             yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
         xformers_logger.setLevel(xformers_level)
         if bars:
             hf_logging.enable_progress_bar()
@@ -193,31 +198,6 @@ def _checkpoint_dir(path: Path, what: str = "model") -> Path:
     if not (path / "config.json").is_file():
         raise UsageError(f"{what}: {path} has no config.json; it is not a FAVOR checkpoint directory")
     return path
-
-
-def _device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise UsageError(f"--device: {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device: {device} requested but CUDA is not available")
-    if dev.type != "cpu":  # e.g. mps on Linux: torch raises only when a tensor first goes there
-        try:
-            torch.empty(0, device=dev)
-        except (RuntimeError, AssertionError) as err:
-            text = str(err).strip().splitlines()
-            raise UsageError(f"--device: {device} is not usable here ({text[0] if text else err})") from None
-    if dtype == "auto":
-        if dev.type == "cuda":
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            dtype = "float32"
-    return dev, getattr(torch, dtype)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -235,11 +215,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--temperature: expected >= 0, got {args.temperature}")
     if not 0 < args.top_p <= 1:
         raise UsageError(f"--top-p: expected a value in (0, 1], got {args.top_p}")
-    device, dtype = _device_and_dtype(args.device, args.dtype)
+    device, dtype = device_and_dtype(args.device, args.dtype)
     processor = FavorProcessor.from_pretrained(model_dir)
     media: Any = None
     if args.media is not None:
-        if args.media.suffix.lower() in _IMAGE_SUFFIXES:
+        if args.media.suffix.lower() in IMAGE_SUFFIXES:
             media = args.media  # the processor repeats a still image over frames
         else:
             from favor_avsync import load_media

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any, ClassVar
 
 from transformers import AutoConfig, PretrainedConfig
@@ -270,6 +271,9 @@ class FavorConfig(PretrainedConfig):
             self.audio_chunk_seconds = float(self.audio_chunk_seconds)
         if self.fps <= 0:
             raise ValueError(f"fps: expected > 0, got {self.fps}")
+        weight = self.diversity_loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+            raise ValueError(f"diversity_loss_weight: expected a finite number >= 0, got {weight!r}")
         if self.sync_mode != "time":
             raise ValueError(
                 f"sync_mode: expected 'time', got {self.sync_mode!r}; FavorModel batches media of different "

@@ -110,8 +110,15 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
         raise ValueError(f"data: {source} {what}; expected a JSON Lines file of examples")
     examples: list[Example] = []
     errors: list[str] = []
-    with source.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
+    with source.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:  # a byte-order mark (Windows editors) is not part of the first line's JSON
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                errors.append(
+                    f"{source}:{number}: not UTF-8 text (byte {err.start + 1}); save the file as UTF-8"
+                )
+                continue
             if not text.strip():
                 continue
             try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .cli_types import positive_int
+from .argtypes import positive_int
 
 __all__ = [
     "DEMO_MODEL_DIR",

@@ -32,12 +32,11 @@ from typing import Any
 
 import torch
 
-from .cli_types import positive_int
+from .argtypes import positive_int
 from .dataset import DEFAULT_TASK, FavorDataset
+from .devices import DTYPES, device_and_dtype
 
 __all__ = ["add_parser", "evaluate", "format_table", "normalize", "run", "score"]
-
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def normalize(text: str) -> str:
@@ -177,7 +176,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
     parser.add_argument(
-        "--dtype", default="auto", choices=_DTYPES, help="auto: float32 on CPU, bfloat16 (or float16) on GPU"
+        "--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 (or float16) on GPU"
     )
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -193,23 +192,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"model: {args.model} is not a FAVOR checkpoint directory (no config.json)")
     if args.out is not None and args.out.is_dir():
         raise ValueError(f"out: {args.out} is a directory; expected a JSON file path")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"--device: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {device} requested but CUDA is not available")
-    dtype = args.dtype
-    if dtype == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        dtype = "float32" if device.type != "cuda" else ("bfloat16" if bf16 else "float16")
+    device, dtype = device_and_dtype(args.device, args.dtype)
     dataset = FavorDataset(args.data)  # checks every line before the model loads
     processor = FavorProcessor.from_pretrained(args.model)
     # from_pretrained keeps the causal Q-Former in float32 (FavorModel._keep_in_fp32_modules) when casting
-    model = FavorModel.from_pretrained(args.model, dtype=None if dtype == "float32" else dtype).to(device)
+    model = FavorModel.from_pretrained(args.model, dtype=None if dtype == torch.float32 else dtype).to(device)
     results = evaluate(
         model, processor, dataset, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
     )

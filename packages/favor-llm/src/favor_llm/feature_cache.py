@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import BatchFeature
 
@@ -136,6 +137,10 @@ class FeatureCache:
     def __init__(self, directory: str | os.PathLike, model: Any, processor: Any) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.directory, os.W_OK | os.X_OK):  # fail before training, not at the first miss
+            raise ValueError(
+                f"feature_cache: {self.directory} is not writable; give a writable folder or 'off'"
+            )
         self.model = model
         self.processor = processor
         self.hits = 0
@@ -175,9 +180,9 @@ class FeatureCache:
         keys = [self.key(ex["media"], ex.get("text", "")) for ex in examples]
         found: dict[int, dict[str, torch.Tensor]] = {}
         for i, key in enumerate(keys):
-            path = self._path(key)
-            if path.is_file():
-                found[i] = load_file(str(path))
+            entry = self._load(self._path(key))
+            if entry is not None:
+                found[i] = entry
                 self.hits += 1
         missing = [i for i in range(len(examples)) if i not in found]
         if missing:
@@ -187,6 +192,18 @@ class FeatureCache:
                 found[i] = entry
                 self.misses += 1
         return [found[i] for i in range(len(examples))]
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, torch.Tensor] | None:
+        """The entry at ``path``, or ``None`` when there is none or it is unreadable (truncated by a full disk or a
+        copy, written by another tool): such an entry is a miss, recomputed and replaced."""
+        if not path.is_file():
+            return None
+        try:
+            entry = load_file(str(path))
+        except (SafetensorError, OSError):
+            return None
+        return entry if all(name in entry for name in (*_COUNTS, "visual_features")) else None
 
     def _compute(self, examples: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
         batch = self.processor(text=[ex["text"] for ex in examples], media=[ex["media"] for ex in examples])

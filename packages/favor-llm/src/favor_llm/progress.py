@@ -19,7 +19,10 @@ class GenerationProgress(BaseStreamer):
     def __init__(self, max_new_tokens: int, desc: str = "generating") -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=max_new_tokens, desc=desc, unit="tok", leave=False, file=sys.stderr)
+        # disable=None: tqdm shows the bar only on a terminal (logs and pipes stay clean)
+        self._bar = tqdm(
+            total=max_new_tokens, desc=desc, unit="tok", leave=False, file=sys.stderr, disable=None
+        )
         self._prompt_seen = False
 
     def put(self, value: Any) -> None:

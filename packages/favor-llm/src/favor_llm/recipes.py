@@ -26,6 +26,7 @@ runs on 2 CPU cores; see docs/training.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,7 +89,8 @@ def word_tokenizer(texts: Iterable[str], extra_words: Iterable[str] = ()) -> Pre
 
 def aveb_tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> FavorConfig:
     """The trainable tiny FAVOR for AVEB-mini (see the module docstring); ``overrides`` replace `FavorConfig`
-    fields, and ``qformer_config`` entries are merged into the recipe's (e.g. ``qformer_config={"window_size": 1}``).
+    fields (unknown ones are a ``ValueError``), and ``causal_qformer_config`` (or its old name ``qformer_config``)
+    entries are merged into the recipe's (e.g. ``causal_qformer_config={"window_size": 1}``).
 
     Shapes for a 4 s clip: 8 frames x 8 visual tokens of width 32, Whisper 200 steps of width 32 projected to 32,
     synchronised to ``(8, 8, 64)``, 2 windows x 4 queries = 8 AV tokens of width 64 in the LLM.
@@ -151,7 +153,14 @@ def aveb_tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> Fa
         "max_position_embeddings": 64,
         "dropout": 0.0,
     }
-    qformer.update(overrides.pop("qformer_config", None) or {})
+    known = {f.name for f in dataclasses.fields(FavorConfig)} | {"qformer_config"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:  # FavorConfig keeps unknown keys as attributes: a typo would change nothing, silently
+        raise ValueError(
+            f"model_overrides: unknown FavorConfig field(s) {unknown}; expected some of {sorted(known)}"
+        )
+    for name in ("qformer_config", "causal_qformer_config"):  # the field, and its name before the rename
+        qformer.update(overrides.pop(name, None) or {})
     kwargs: dict[str, Any] = dict(
         vision_config=vision,
         vision_qformer_config=None,
@@ -162,7 +171,7 @@ def aveb_tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> Fa
         sync_overflow="pool",  # 25 Whisper steps per frame at 2 fps, 8 slots: averaged in order
         repeat_image=8,
         max_media_seconds=30.0,
-        qformer_config=qformer,
+        causal_qformer_config=qformer,
         text_config=text,
         lora_r=8,
         lora_alpha=16,

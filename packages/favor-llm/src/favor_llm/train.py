@@ -22,7 +22,7 @@ def _flag_type(field: dataclasses.Field) -> Any:
     hints = typing.get_type_hints(_config_class())
     hint = str(hints[field.name])
     if "dict" in hint:
-        return json.loads
+        return _json_object
     if "bool" in hint:
         return _boolean
     if "int" in hint and "float" not in hint:
@@ -30,6 +30,18 @@ def _flag_type(field: dataclasses.Field) -> Any:
     if "float" in hint:
         return float
     return str
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"key\": 1}}', got {text!r} ({err.msg})"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"key\": 1}}', got {text!r}")
+    return value
 
 
 def _boolean(text: str) -> bool:

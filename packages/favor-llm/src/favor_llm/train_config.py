@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 __all__ = ["TrainConfig"]
 
 _MIXED = ("auto", "no", "bf16", "fp16")
+_KINDS = {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
 
 
 @dataclass
@@ -77,6 +80,7 @@ class TrainConfig:
     deepspeed: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.mixed_precision not in _MIXED:
             raise ValueError(f"mixed_precision: expected one of {_MIXED}, got {self.mixed_precision!r}")
         positive = (
@@ -94,14 +98,50 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps: expected > 0 or -1 (train num_train_epochs), got {self.max_steps}")
+        if not self.num_train_epochs > 0:
+            raise ValueError(f"num_train_epochs: expected a number > 0, got {self.num_train_epochs}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: expected an int >= 1 or null (torch's default), got {self.threads}")
+        if self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit: expected an int >= 1, got {self.save_total_limit}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate: expected > 0, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio: expected a value in [0, 1), got {self.warmup_ratio}")
-        if not isinstance(self.model_overrides, dict):
-            raise ValueError(
-                f"model_overrides: expected a mapping, got {type(self.model_overrides).__name__}"
+
+    def _check_types(self) -> None:
+        """Each setting has its annotated type (a YAML file or Python can hand anything); a number written with an
+        exponent becomes a float, since YAML 1.1 (PyYAML) reads ``3e-3`` as a string."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices = typing.get_args(hints[f.name]) or (hints[f.name],)
+            if value is None and type(None) in choices:
+                continue
+            kind = next(c for c in choices if c is not type(None))
+            if kind is str and isinstance(
+                value, os.PathLike
+            ):  # TrainConfig(output_dir=Path(...)) from Python
+                value = os.fspath(value)
+                setattr(self, f.name, value)
+            if kind is float and isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+                else:
+                    setattr(self, f.name, value)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = (
+                number
+                if kind is float
+                else isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
             )
+            if not ok:
+                raise ValueError(
+                    f"{f.name}: expected {_KINDS[kind]}{' or null' if type(None) in choices else ''}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -119,8 +159,9 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """Read a YAML file of settings; ``overrides`` (e.g. from command-line flags) win. Relative file paths in
-        the YAML are taken relative to the YAML file's folder."""
+        """Read a YAML file of settings; ``overrides`` (e.g. from command-line flags) win. Relative paths in the
+        YAML (files, output and cache folders, model, tokenizer and resume directories; not the names
+        ``aveb-tiny``, ``aveb``, ``words``, ``auto``, ``never``, ``off``) are relative to the YAML file's folder."""
         import yaml
 
         path = Path(path)
@@ -132,9 +173,14 @@ class TrainConfig:
             raise ValueError(f"config: {path} is not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(data, dict):
             raise ValueError(f"config: {path} must hold a mapping of settings, got {type(data).__name__}")
-        for key in ("output_dir", "train_file", "validation_file", "test_file", "feature_cache", "deepspeed"):
+        from .recipes import RECIPES
+
+        names = {"feature_cache": {"off"}, "model": set(RECIPES), "tokenizer": {"aveb", "words"}}
+        names["resume"] = {"auto", "never"}
+        keys = ("output_dir", "train_file", "validation_file", "test_file", "deepspeed", *names)
+        for key in keys:
             value = data.get(key)
-            if isinstance(value, str) and value != "off" and not Path(value).is_absolute():
+            if isinstance(value, str) and value not in names.get(key, ()) and not Path(value).is_absolute():
                 data[key] = str(path.parent / value)
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(data, source=str(path))

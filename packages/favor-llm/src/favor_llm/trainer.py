@@ -43,6 +43,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .modeling import FavorModel
 from .processing import FavorProcessor
+from .run_dir import FINAL_DIR, FROZEN_DIR, claim_output_dir, resume_point
 from .train_config import TrainConfig
 
 __all__ = [
@@ -58,8 +59,6 @@ __all__ = [
 ]
 
 METRICS_FILE = "metrics.csv"
-FROZEN_DIR = "frozen"
-FINAL_DIR = "final"
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -69,7 +68,7 @@ def load_examples(path: str | Path) -> list[dict[str, Any]]:
     (a bad one is a `ValueError` naming the file and line)."""
     from .dataset import read_examples
 
-    return [example.item() for example in read_examples(path)]
+    return [example.item() | {"line": example.line} for example in read_examples(path)]
 
 
 class FavorCollator:
@@ -243,7 +242,9 @@ def _tokenizer(config: TrainConfig, examples: list[dict[str, Any]]) -> Any:
     if config.tokenizer == "aveb":
         from .aveb import tokenizer as aveb_tokenizer
 
-        return aveb_tokenizer()
+        tok = aveb_tokenizer()
+        _check_vocabulary(tok, examples, config.train_file)
+        return tok
     if config.tokenizer == "words":
         return word_tokenizer([ex["text"] + " " + ex["answer"] for ex in examples])
     from transformers import AutoTokenizer
@@ -253,6 +254,21 @@ def _tokenizer(config: TrainConfig, examples: list[dict[str, Any]]) -> Any:
             f"tokenizer: expected 'aveb', 'words' or a tokenizer directory, got {config.tokenizer!r}"
         )
     return AutoTokenizer.from_pretrained(config.tokenizer)
+
+
+def _check_vocabulary(tok: Any, examples: list[dict[str, Any]], source: str) -> None:
+    """Refuse training text with words outside a word-level vocabulary: they would all become ``<unk>``, so the
+    model could neither read the question nor ever say the answer."""
+    backend = tok.backend_tokenizer
+    vocab = tok.get_vocab()
+    for ex in examples:
+        text = backend.normalizer.normalize_str(ex["text"] + " " + ex["answer"])
+        unknown = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(text) if w not in vocab]
+        if unknown:
+            raise ValueError(
+                f"tokenizer: the 'aveb' vocabulary (AVEB-mini's words) lacks {sorted(set(unknown))[:5]} "
+                f"({source}:{ex.get('line', '?')}); for your own data use tokenizer: words or a tokenizer directory"
+            )
 
 
 def build_model_and_processor(
@@ -318,6 +334,15 @@ def _report_to() -> list[str]:
 
 def build_trainer(config: TrainConfig) -> FavorTrainer:
     """The `FavorTrainer` for ``config`` (model, processor, data, callbacks), ready to ``train()``."""
+    if (
+        config.deepspeed is not None
+    ):  # checked before the data and model are built, not deep in TrainingArguments
+        import importlib.util
+
+        if not Path(config.deepspeed).is_file():
+            raise ValueError(f"deepspeed: no such file {config.deepspeed}; expected a DeepSpeed JSON config")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("deepspeed: the deepspeed package is not installed (pip install deepspeed)")
     train = load_examples(config.train_file)
     validation = load_examples(config.validation_file) if config.validation_file else None
     tasks = sorted({ex["task"] for ex in train + (validation or [])})
@@ -367,7 +392,8 @@ def build_trainer(config: TrainConfig) -> FavorTrainer:
         data_collator=FavorCollator(processor, tasks, features),
         processing_class=processor,
         tasks=tasks,
-        callbacks=[CSVLogger(config.output_dir, features)],
+        # loader workers use the cache in their own processes: the counters here would stay 0 / 0
+        callbacks=[CSVLogger(config.output_dir, features if config.dataloader_num_workers == 0 else None)],
     )
     trainer.compute_metrics = trainer.compute_answer_metrics
     return trainer
@@ -384,19 +410,6 @@ class TrainResult:
     resumed_from: str | None = None
 
 
-def _resume_point(config: TrainConfig) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if config.resume == "never":
-        return None
-    if config.resume != "auto":
-        if not Path(config.resume).is_dir():
-            raise ValueError(f"resume: no such checkpoint directory {config.resume}")
-        return config.resume
-    out = Path(config.output_dir)
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
-
-
 def run_training(config: TrainConfig) -> TrainResult:
     """Train as ``config`` says; write ``output_dir/final`` (model + processor) and ``train_config.json``.
 
@@ -407,14 +420,15 @@ def run_training(config: TrainConfig) -> TrainResult:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        resume = _resume_point(config)
+        test = load_examples(config.test_file) if config.test_file else None  # checked before training
+        resume = resume_point(config)
+        claim_output_dir(config)
         trainer = build_trainer(config)
         output = trainer.train(resume_from_checkpoint=resume)
         final = Path(config.output_dir) / FINAL_DIR
         trainer.save_model(str(final))
         test_metrics: dict[str, float] = {}
-        if config.test_file:
-            test = load_examples(config.test_file)
+        if test is not None:
             trainer.data_collator.tasks = trainer.tasks = sorted({ex["task"] for ex in test})
             test_metrics = trainer.evaluate(eval_dataset=test, metric_key_prefix="test")
         if trainer.is_world_process_zero():

@@ -10,17 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..argtypes import whole_number
+
 __all__ = ["add_parser", "run"]
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -36,10 +28,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     gen.add_argument(
         "out", type=Path, help="output folder (<split>.jsonl, <split>.meta.jsonl, <split>/*.mp4)"
     )
-    gen.add_argument("--seed", type=_count, default=0, help="benchmark seed (default 0)")
+    gen.add_argument("--seed", type=whole_number, default=0, help="benchmark seed (default 0)")
     for split, count in DEFAULT_SPLITS.items():
         gen.add_argument(
-            f"--{split}", type=_count, default=count, help=f"{split} examples (default {count}; 0 skips)"
+            f"--{split}",
+            type=whole_number,
+            default=count,
+            help=f"{split} examples (default {count}; 0 skips)",
         )
     gen.add_argument(
         "--tasks",
@@ -48,7 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="TASK",
         help=f"only these tasks (default: all of {', '.join(task_names())})",
     )
-    gen.add_argument("--size", type=_count, default=64, help="frame size in pixels (default 64)")
+    gen.add_argument("--size", type=whole_number, default=64, help="frame size in pixels (default 64)")
     gen.add_argument("--overwrite", action="store_true", help="replace splits that already exist in OUT")
     gen.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     gen.set_defaults(func=run)

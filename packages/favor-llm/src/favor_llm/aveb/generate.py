@@ -103,10 +103,14 @@ def generate(
     data_file, meta_file, media_dir = out / f"{split}.jsonl", out / f"{split}{META_SUFFIX}", out / split
     if data_file.exists() and not overwrite:
         raise ValueError(
-            f"out_dir: {data_file} exists; choose another folder or split, or pass overwrite=True"
+            f"out_dir: {data_file} exists; choose another folder or split, or pass overwrite=True (--overwrite)"
         )
     media_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:  # clips of an earlier, larger run would otherwise linger beside the new ones
+    if overwrite:
+        # the question files go first: interrupted below, no old questions may point at missing or new clips
+        data_file.unlink(missing_ok=True)
+        meta_file.unlink(missing_ok=True)
+        # clips of an earlier, larger run would otherwise linger beside the new ones
         for old in media_dir.iterdir():
             if _MEDIA_NAME.match(old.name):
                 old.unlink()

@@ -10,6 +10,7 @@ media in context. ``--realtime`` plays a file at its own pace (a pipe always arr
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -49,9 +50,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``favor stream``; user mistakes are ``ValueError`` (one line, exit status 2, by ``favor``'s main)."""
     # FavorModel / FavorProcessor through the Auto classes (favor_llm registers them): no import of modeling here
-    import torch
     from transformers import AutoModel, AutoProcessor
 
+    from ..devices import device_and_dtype
+    from ..media_items import IMAGE_SUFFIXES
     from .context import ContextPolicy
     from .media import file_pieces, pipe_pieces
 
@@ -63,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--model: {args.model} is not a FAVOR checkpoint directory (no config.json)")
     if args.media != "-" and not Path(args.media).is_file():
         raise ValueError(f"--media: no such file {args.media}")
+    if Path(args.media).suffix.lower() in IMAGE_SUFFIXES:  # offline, a still image is repeated over frames
+        raise ValueError(f"--media: {args.media} is an image, not a stream; ask about it with favor generate")
+    device, _ = device_and_dtype(args.device)
     processor = AutoProcessor.from_pretrained(args.model)
-    model = AutoModel.from_pretrained(args.model).to(torch.device(args.device)).eval()
+    model = AutoModel.from_pretrained(args.model).to(device).eval()
     layout = processor.layout
     if args.media == "-":
         pieces = pipe_pieces(sys.stdin.buffer, layout.fps, layout.sample_rate)
@@ -90,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
         session.feed(frames=frames if session.video else None, audio=audio if session.audio else None)
         if args.realtime and args.media != "-":
             time.sleep(max(0.0, session.media_seconds - (time.perf_counter() - started)))
-        while session.media_seconds >= next_ask:
+        if session.media_seconds >= next_ask:  # once per media time: a piece can span several intervals
             _ask_all(session, args)
             asked_at = session.media_seconds
-            next_ask += args.every
+            next_ask = (math.floor(asked_at / args.every) + 1) * args.every
         piece = next(pieces, None)
     if session.media_seconds > asked_at:
         _ask_all(session, args)

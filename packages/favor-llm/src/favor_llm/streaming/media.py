@@ -12,6 +12,7 @@ Each piece is ``(frames (F, H, W, 3) uint8 or None, audio (S,) float32 or None)`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -66,6 +67,7 @@ def pipe_pieces(
         frames: list[np.ndarray] = []
         samples: list[np.ndarray] = []
         origin: float | None = None
+        emitted = 0  # audio samples yielded or pending, silence included
         per_frames = max(1, round(piece_seconds * fps))
         per_samples = round(piece_seconds * sample_rate)
         try:
@@ -76,7 +78,15 @@ def pipe_pieces(
                     if packet.stream.type == "video":
                         frames += sampler.push(time - origin, frame.to_ndarray(format="rgb24"))
                     elif resampler is not None:
-                        samples += [r.to_ndarray().reshape(-1) for r in resampler.resample(frame)]
+                        # silence before audio that starts late or after a gap, as favor_avsync.load_media
+                        # places samples by their time (20 ms slack for the resampler's delay)
+                        gap = round((time - origin) * sample_rate) - emitted
+                        if gap > 0.02 * sample_rate:
+                            samples.append(np.zeros(gap, dtype=np.float32))
+                            emitted += gap
+                        for r in resampler.resample(frame):
+                            samples.append(r.to_ndarray().reshape(-1))
+                            emitted += samples[-1].shape[0]
                 if len(frames) >= per_frames or sum(len(s) for s in samples) >= per_samples:
                     yield _piece(frames, samples)
                     frames, samples = [], []
@@ -104,8 +114,15 @@ class _FrameSampler:
         self.next = 0  # the next output frame index
         self.last: tuple[float, np.ndarray] | None = None
         self.gap = 0.0  # the last source frame-to-frame gap (the last frame's duration at the end)
+        self.newest = -math.inf  # the latest source time so far
 
     def push(self, time: float, image: np.ndarray) -> list[np.ndarray]:
+        if time < self.newest - 0.5 / self.fps:
+            # frames would be dropped until the clock caught up, while the audio ran on
+            raise ValueError(
+                f"media: the video's time went back from {self.newest:.1f} s to {time:.1f} s; a stream needs "
+                "increasing time stamps (re-time a joined or restarted source, e.g. ffmpeg -fflags +genpts)"
+            )
         out = []
         # Output instants before this source frame show the previous one (1 us slack, as favor_avsync).
         while (self.next + 0.5) / self.fps < time - 1e-6:
@@ -114,6 +131,7 @@ class _FrameSampler:
         if self.last is not None:
             self.gap = time - self.last[0]
         self.last = (time, image)
+        self.newest = max(self.newest, time)
         return out
 
     def finish(self) -> list[np.ndarray]:

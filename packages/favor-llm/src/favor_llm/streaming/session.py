@@ -227,6 +227,12 @@ class StreamingSession:
         """
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"question: expected a non-empty string, got {question!r}")
+        if (
+            isinstance(attended_windows, bool)
+            or not isinstance(attended_windows, int)
+            or attended_windows < 0
+        ):
+            raise ValueError(f"attended_windows: expected an int >= 0, got {attended_windows!r}")
         started = time.perf_counter()
         before, after = self._split_prompt(question)
         if before != self._before:
