@@ -272,7 +272,7 @@ class FavorConfig(PretrainedConfig):
         if self.fps <= 0:
             raise ValueError(f"fps: expected > 0, got {self.fps}")
         weight = self.diversity_loss_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+        if not 0 <= weight < math.inf:  # its type is checked with the other fields (_check_field_types)
             raise ValueError(f"diversity_loss_weight: expected a finite number >= 0, got {weight!r}")
         if self.sync_mode != "time":
             raise ValueError(
