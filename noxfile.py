@@ -195,3 +195,6 @@ def bench(session: nox.Session) -> None:
     """
     _install_all(session)
     session.run("python", "benchmarks/bench.py", *session.posargs, env=ENV)
+    # Streaming (docs/streaming.md): per-window latency over an hour of stream and time to answer vs offline
+    # generate; the bounded-context policy a long stream uses (about 40 s).
+    session.run("python", "benchmarks/bench_streaming.py", "--policy", "keep_recent", env=ENV)
