@@ -91,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig.from_dict(overrides, source="flags")
     start = time.perf_counter()
-    result = run_training(config)
+    try:
+        result = run_training(config)
+    except BaseException:
+        _end_distributed(wait=False)  # a failed rank must not wait at a barrier the others never reach
+        raise
+    _end_distributed(wait=True)
     print(
         f"trained {result.steps} steps in {time.perf_counter() - start:.1f} s "
         f"(last loss {result.training_loss:.4f}); model: {result.final_dir}"
@@ -102,3 +107,16 @@ def run(args: argparse.Namespace) -> int:
         if key.startswith("test_accuracy"):
             print(f"  {key.removeprefix('test_'):<32} {value:.3f}")
     return 0
+
+
+def _end_distributed(wait: bool) -> None:
+    """Under ``torchrun`` the Trainer starts a process group: wait for every rank, then destroy it before the process
+    exits (left to interpreter shutdown, gloo's threads can abort a rank with "terminate called without an active
+    exception" after a successful run). Only the command does this: `run_training` may run inside a caller's own
+    process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
