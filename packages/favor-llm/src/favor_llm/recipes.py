@@ -36,6 +36,7 @@ from transformers import AutoConfig, PreTrainedTokenizerFast
 from .configuration import FavorConfig
 from .modeling import FavorModel
 from .processing import FavorProcessor
+from .testing import tiny_text_config, tiny_whisper_config
 
 __all__ = [
     "AVEB_TINY_TRAINING",
@@ -105,40 +106,12 @@ def aveb_tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> Fa
         patch_size=16,
         initializer_range=0.02,
     )
-    whisper = AutoConfig.for_model(
-        "whisper",
-        d_model=32,
-        encoder_layers=2,
-        encoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_layers=1,
-        decoder_attention_heads=4,
-        decoder_ffn_dim=64,
-        num_mel_bins=80,
-        max_source_positions=250,  # 5 s windows (250 steps at 50 Hz)
-        vocab_size=64,
-        pad_token_id=0,
-        bos_token_id=0,
-        eos_token_id=0,
-        decoder_start_token_id=0,
-        begin_suppress_tokens=None,
-        init_std=0.3,
-    )
+    # The test suite's tiny Whisper and Llama, initialised at scales where a random frozen encoder keeps beeps
+    # apart (init_std 0.3) and the frozen LLM's output layer can give a confident answer (0.2; 0.02 cannot).
+    whisper = tiny_whisper_config(d_model=32, init_std=0.3)
     width = 64
-    text = AutoConfig.for_model(
-        "llama",
-        vocab_size=len(tokenizer),
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
+    text = tiny_text_config(
+        tokenizer, num_key_value_heads=4, max_position_embeddings=512, initializer_range=0.2
     )
     qformer = {
         "tokens_per_frame": 8,

@@ -9,6 +9,8 @@ LoRA ``B`` matrices are randomised too so that the adapter changes the outputs (
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import (
     AutoConfig,
@@ -74,10 +76,10 @@ def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_whisper_config(d_model: int = 32) -> PretrainedConfig:
-    """A 2-layer Whisper config (width ``d_model``, 5 s windows: 250 encoder positions at 50 Hz)."""
-    return AutoConfig.for_model(
-        "whisper",
+def tiny_whisper_config(d_model: int = 32, **overrides: Any) -> PretrainedConfig:
+    """A 2-layer Whisper config (width ``d_model``, 5 s windows: 250 encoder positions at 50 Hz); ``overrides``
+    replace its fields (e.g. ``init_std``)."""
+    fields: dict[str, Any] = dict(
         d_model=d_model,
         encoder_layers=2,
         encoder_attention_heads=4,
@@ -94,12 +96,15 @@ def tiny_whisper_config(d_model: int = 32) -> PretrainedConfig:
         decoder_start_token_id=0,
         begin_suppress_tokens=None,
     )
+    return AutoConfig.for_model("whisper", **{**fields, **overrides})
 
 
-def tiny_text_config(tokenizer: PreTrainedTokenizerFast, model_type: str = "llama") -> PretrainedConfig:
-    """A 2-layer causal-LM config (``"llama"``, ``"qwen2"``, ...) sized for ``tokenizer``'s vocabulary."""
-    return AutoConfig.for_model(
-        model_type,
+def tiny_text_config(
+    tokenizer: PreTrainedTokenizerFast, model_type: str = "llama", **overrides: Any
+) -> PretrainedConfig:
+    """A 2-layer causal-LM config (``"llama"``, ``"qwen2"``, ...) sized for ``tokenizer``'s vocabulary;
+    ``overrides`` replace its fields."""
+    fields: dict[str, Any] = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -112,6 +117,7 @@ def tiny_text_config(tokenizer: PreTrainedTokenizerFast, model_type: str = "llam
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+    return AutoConfig.for_model(model_type, **{**fields, **overrides})
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast | None = None, **overrides) -> FavorConfig:
