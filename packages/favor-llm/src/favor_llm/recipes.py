@@ -36,6 +36,7 @@ from transformers import AutoConfig, PreTrainedTokenizerFast
 from .configuration import FavorConfig
 from .modeling import FavorModel
 from .processing import FavorProcessor
+from .special_tokens import SPECIAL_TOKENS, as_favor_tokenizer
 from .testing import tiny_text_config, tiny_whisper_config
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
     "word_tokenizer",
 ]
 
-#: Special tokens of the word-level tokenizers (ids 0..4, in this order).
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<AV>")
 #: The words of the released prompt template (``"USER: <Img>{media}</Img> {question}\nASSISTANT:"``).
 TEMPLATE_WORDS = ("USER:", "<Img>", "</Img>", "ASSISTANT:")
 
@@ -78,14 +77,7 @@ def word_tokenizer(texts: Iterable[str], extra_words: Iterable[str] = ()) -> Pre
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=["<AV>"],
-    )
+    return as_favor_tokenizer(tok)
 
 
 def aveb_tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> FavorConfig:

@@ -23,6 +23,7 @@ from transformers import (
 from .configuration import FavorConfig
 from .modeling import FavorModel
 from .processing import FavorProcessor
+from .special_tokens import SPECIAL_TOKENS, as_favor_tokenizer
 
 __all__ = [
     "TINY_CORPUS",
@@ -49,7 +50,6 @@ TINY_CORPUS = [
     "Hello world. Good morning. Thank you. Please answer the question briefly.",
     "0 1 2 3 4 5 6 7 8 9 . , ? ! : ; ' \" ( ) - _ / \n",
 ]
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<AV>"]
 
 
 def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
@@ -61,19 +61,12 @@ def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(TINY_CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=["<AV>"],
-    )
+    return as_favor_tokenizer(tok)
 
 
 def tiny_whisper_config(d_model: int = 32, **overrides: Any) -> PretrainedConfig:

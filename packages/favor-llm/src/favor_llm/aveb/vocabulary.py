@@ -12,12 +12,10 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerFast
 
 from ..configuration import RELEASED_PROMPT_TEMPLATE, RELEASED_TEXT_ONLY_TEMPLATE
+from ..special_tokens import SPECIAL_TOKENS, as_favor_tokenizer
 from .tasks import TASKS
 
 __all__ = ["SPECIAL_TOKENS", "corpus", "tokenizer"]
-
-#: Special tokens, in id order (``<unk>`` = 0); ``<AV>`` is FAVOR's placeholder (`FavorConfig.av_token`).
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<AV>")
 
 
 def corpus() -> list[str]:
@@ -62,11 +60,4 @@ def tokenizer() -> PreTrainedTokenizerFast:
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.add_special_tokens(list(SPECIAL_TOKENS))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=["<AV>"],
-    )
+    return as_favor_tokenizer(tok)
