@@ -24,17 +24,20 @@ from typing import Any
 #: variant name -> `FavorConfig` overrides of the recipe (``qformer_config`` entries are merged into the recipe's).
 VARIANTS: dict[str, dict[str, Any]] = {
     "favor": {},
+    # (a) no synchronisation: separate video and audio Q-Formers, their tokens as two blocks (released code without
+    # early_align, Video-LLaMA style). It gets twice the AV tokens and a second Q-Former: more capacity, not less.
+    "no_sync": {"av_fusion": "separate"},
     "no_causal": {"qformer_config": {"causal": False}},
     "no_diversity": {"diversity_loss_weight": 0.0},
     "diversity_0.1": {"diversity_loss_weight": 0.1},
     "diversity_1": {"diversity_loss_weight": 1.0},
     "window_1": {"qformer_config": {"window_size": 1, "window_stride": 1}},
+    "window_5": {"qformer_config": {"window_size": 5, "window_stride": 5}},
+    # AVEB-mini clips have 8 frames at 2 fps: a window of 8 (or the paper's 10) is the whole clip.
     "window_8": {"qformer_config": {"window_size": 8, "window_stride": 8}},
-    "fps_1": {"fps": 1.0},
-    "fps_4": {
-        "fps": 4.0,
-        "qformer_config": {"window_size": 8, "window_stride": 8, "max_position_embeddings": 64},
-    },
+    # Frame rates at equal windows in seconds (2 s) and so equal AV tokens per clip (2 windows x 4 queries).
+    "fps_1": {"fps": 1.0, "qformer_config": {"window_size": 2, "window_stride": 2}},
+    "fps_4": {"fps": 4.0, "qformer_config": {"window_size": 8, "window_stride": 8}},
 }
 
 

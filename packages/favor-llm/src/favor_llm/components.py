@@ -11,6 +11,7 @@ name                      module (in `FavorModel`)                     trainable
 ``audio_projections``     ``media_encoder.audio_projections``          yes        ``checkpoint``: model.safetensors
 ``synchroniser``          ``media_encoder.synchroniser``               (none)     ``none``: no parameters
 ``causal_qformer``        ``media_encoder.causal_qformer``             yes        ``checkpoint``: model.safetensors
+``audio_qformer``         ``media_encoder.audio_qformer`` (separate)   yes        ``checkpoint``: model.safetensors
 ``language_projection``   ``language_projection``                      yes        ``checkpoint``: model.safetensors
 ``text``                  ``language_model`` (base weights)            no         ``source``: component_sources
 ``lora``                  ``language_model`` (``lora_*`` weights)      yes        ``adapter``: adapter/ (peft)
@@ -80,6 +81,14 @@ def components(config: Any) -> list[Component]:
         ),
         Component("synchroniser", "media_encoder.synchroniser", False, "none", "temporal synchroniser"),
         Component("causal_qformer", "media_encoder.causal_qformer", True, CHECKPOINT, "causal Q-Former"),
+    ]
+    if getattr(config, "av_fusion", "synchronised") == "separate":  # the no-synchronisation ablation
+        parts.append(
+            Component(
+                "audio_qformer", "media_encoder.audio_qformer", True, CHECKPOINT, "audio Q-Former (separate)"
+            )
+        )
+    parts += [
         Component("language_projection", "language_projection", True, CHECKPOINT, "projection into the LLM"),
         Component("text", "language_model", False, SOURCE, f"LLM ({config.text_config.model_type})"),
     ]

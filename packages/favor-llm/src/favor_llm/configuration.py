@@ -10,6 +10,8 @@ Like LLaVA's config it nests the configs of the parts it composes:
   ``audio_feature_rates`` (Hz). Audio longer than an encoder's window (30 s for Whisper) is encoded in consecutive
   chunks whose features are concatenated, never cut.
 - synchroniser settings (``fps``, ``sync_mode``, ``sync_overflow``, ``repeat_image``, ``max_media_seconds``),
+- ``av_fusion``: ``"synchronised"`` (FAVOR) or ``"separate"`` (the no-synchronisation ablation: a video Q-Former and
+  an audio Q-Former, their tokens as two blocks, as the released code does without ``early_align``),
 - ``causal_qformer_config``: a `favor_qformer.CausalQFormerConfig` (given as the dataclass or a dict of its fields,
   filled with the released values; ``encoder_hidden_size`` and ``tokens_per_frame`` are derived from the encoders;
   saved as a dict without the run-time switches ``gradient_checkpointing`` / ``check_finite``),
@@ -33,7 +35,13 @@ from transformers.configuration_utils import SubConfigSpec
 
 from favor_qformer import CausalQFormerConfig
 
-__all__ = ["RELEASED_PROMPT_TEMPLATE", "RELEASED_TEXT_ONLY_TEMPLATE", "RUNTIME_QFORMER_FIELDS", "FavorConfig"]
+__all__ = [
+    "AV_FUSIONS",
+    "RELEASED_PROMPT_TEMPLATE",
+    "RELEASED_TEXT_ONLY_TEMPLATE",
+    "RUNTIME_QFORMER_FIELDS",
+    "FavorConfig",
+]
 
 logger = logging.getLogger("favor_llm")
 
@@ -91,6 +99,14 @@ _RENAMED_FIELDS = {"qformer_config": "causal_qformer_config", "image_repeat": "r
 
 _SERIALISED_LIST_OF_CONFIGS = ("audio_configs",)
 
+#: How the audio and visual streams reach the LLM (`FavorConfig.av_fusion`):
+#: ``"synchronised"``: FAVOR (Sec. 3.2): the synchroniser joins them frame by frame and one causal Q-Former reads the
+#: joint frames, so each window's tokens carry both streams of the same instants.
+#: ``"separate"``: no synchronisation (the paper's ablation; the released code with ``early_align`` off, as in
+#: Video-LLaMA): a video Q-Former reads the visual frames and an audio Q-Former the audio frames (same windows),
+#: and the LLM gets the video tokens of all windows, then the audio tokens of all windows, as two blocks.
+AV_FUSIONS = ("synchronised", "separate")
+
 #: Scalar fields and the JSON types they accept (issue 10: a hand-edited ``"false"`` must not read as true).
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # name -> (accepted types, None allowed)
     **dict.fromkeys(
@@ -104,7 +120,8 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # name -> (accepted 
     **dict.fromkeys(("fps", "lora_dropout", "diversity_loss_weight"), ((int, float), False)),
     **dict.fromkeys(("max_media_seconds", "audio_chunk_seconds"), ((int, float), True)),
     **dict.fromkeys(
-        ("av_token", "prompt_template", "text_only_template", "sync_mode", "sync_overflow"), ((str,), False)
+        ("av_token", "prompt_template", "text_only_template", "sync_mode", "sync_overflow", "av_fusion"),
+        ((str,), False),
     ),
 }
 
@@ -162,6 +179,10 @@ class FavorConfig(PretrainedConfig):
             lengths, which ``"released"`` (the research code's rule, for equal-length streams) cannot. At 2 fps and
             50 Hz with equal lengths the two agree exactly (tested in favor-avsync).
         sync_overflow: what the synchroniser does when a frame has more audio steps than slots.
+        av_fusion: ``"synchronised"`` (FAVOR) or ``"separate"`` (no synchronisation; see `AV_FUSIONS`). With
+            ``"separate"``, ``causal_qformer_config`` describes the video Q-Former (visual width) and
+            `audio_qformer_config` the audio Q-Former (same sizes, the audio streams' width); every media item
+            gives twice the AV tokens.
         repeat_image: frames an image spans when there is no audio (60 as released; favor_avsync's name).
         max_media_seconds: longest media accepted (``None``: no limit).
         causal_qformer_config: the `favor_qformer.CausalQFormerConfig` (a dict of its fields is accepted).
@@ -206,6 +227,7 @@ class FavorConfig(PretrainedConfig):
     fps: float = 2.0
     sync_mode: str = "time"
     sync_overflow: str = "error"
+    av_fusion: str = "synchronised"
     repeat_image: int = 60
     max_media_seconds: float | None = 300.0
     causal_qformer_config: dict | CausalQFormerConfig | None = None
@@ -280,6 +302,8 @@ class FavorConfig(PretrainedConfig):
                 "lengths, which the released rule (favor_avsync mode='released', for equal-length streams) cannot "
                 "do. 'time' gives the released result whenever the released rule applies (2 fps, 50 Hz, equal lengths)"
             )
+        if self.av_fusion not in AV_FUSIONS:
+            raise ValueError(f"av_fusion: expected one of {list(AV_FUSIONS)}, got {self.av_fusion!r}")
         if self.lora_target_modules is None:
             self.lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj"]
         self.lora_target_modules = list(self.lora_target_modules)
@@ -298,11 +322,14 @@ class FavorConfig(PretrainedConfig):
             raise ValueError(
                 f"causal_qformer_config: unknown fields {unknown}; expected some of {sorted(fields)}"
             )
-        # Derived from the encoders: N tokens per frame, the visual width plus each projected audio stream's.
+        # Derived from the encoders: N tokens per frame, the visual width plus each projected audio stream's (only
+        # the visual width when the streams are not fused: the audio has its own Q-Former).
+        width = self.visual_hidden_size
+        if self.av_fusion == "synchronised":
+            width += self.audio_width
         derived = {
             "tokens_per_frame": self.tokens_per_frame_from(qformer or {}),
-            "encoder_hidden_size": self.visual_hidden_size
-            + self.audio_stream_width * len(self.audio_configs),
+            "encoder_hidden_size": width,
         }
         self.causal_qformer_config = CausalQFormerConfig(**{**(qformer or {}), **derived})
         if self.component_sources is None:
@@ -331,6 +358,24 @@ class FavorConfig(PretrainedConfig):
     def audio_stream_width(self) -> int:
         """Width of each audio stream after its trainable projection."""
         return int(self.audio_hidden_size) if self.audio_hidden_size is not None else self.visual_hidden_size
+
+    @property
+    def audio_width(self) -> int:
+        """Width of all projected audio streams together (each `audio_stream_width`)."""
+        return self.audio_stream_width * len(self.audio_configs)
+
+    @property
+    def audio_qformer_config(self) -> CausalQFormerConfig | None:
+        """With ``av_fusion="separate"``: the audio Q-Former's config (the causal Q-Former's, over the audio
+        streams' width); else ``None``."""
+        if self.av_fusion != "separate":
+            return None
+        return dataclasses.replace(self.causal_qformer_config, encoder_hidden_size=self.audio_width)
+
+    @property
+    def av_blocks(self) -> int:
+        """Token blocks per media item: 1 (synchronised) or 2 (separate: video tokens, then audio tokens)."""
+        return 2 if self.av_fusion == "separate" else 1
 
     @property
     def num_queries(self) -> int:

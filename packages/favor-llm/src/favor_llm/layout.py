@@ -5,7 +5,7 @@ later produces, and the model checks the counts match. Both sides compute them w
 
 ``frames = max(visual frames, frames the audio needs)`` (the synchroniser's ``timeline="longest"``, released),
 ``windows = 1 + ceil((frames - window_size) / window_stride)`` (one window for ``frames <= window_size``),
-``tokens = windows * num_queries``.
+``tokens = windows * num_queries`` (twice that with ``av_fusion="separate"``: a video block and an audio block).
 
 Released settings (2 fps, windows of 10 frames, 32 queries): 12 windows per minute, 384 AV tokens per minute.
 """
@@ -44,6 +44,8 @@ class AVLayout:
     max_media_seconds: float | None = 300.0
     #: `FavorConfig.audio_chunk_seconds`: the processor cuts waveforms into chunks this long (None: the window).
     audio_chunk_seconds: float | None = None
+    #: `FavorConfig.av_fusion`: ``"separate"`` doubles the tokens (video windows, then audio windows).
+    av_fusion: str = "synchronised"
 
     @classmethod
     def from_config(cls, config: FavorConfig) -> AVLayout:
@@ -61,6 +63,7 @@ class AVLayout:
             repeat_image=int(config.repeat_image),
             max_media_seconds=config.max_media_seconds,
             audio_chunk_seconds=config.audio_chunk_seconds,
+            av_fusion=config.av_fusion,
         )
 
     @classmethod
@@ -103,11 +106,16 @@ class AVLayout:
     def av_tokens(self, visual_frames: int, audio_samples: int) -> int:
         """AV tokens (placeholder copies) for one media item."""
         frames = self.timeline_frames(visual_frames, audio_samples)
-        return num_windows(frames, self.window_size, self.window_stride) * self.num_queries
+        return num_windows(frames, self.window_size, self.window_stride) * self.num_queries * self.av_blocks
+
+    @property
+    def av_blocks(self) -> int:
+        """Token blocks per media item (`FavorConfig.av_blocks`): 2 with ``av_fusion="separate"``, else 1."""
+        return 2 if self.av_fusion == "separate" else 1
 
     def tokens_per_minute(self) -> float:
         """AV tokens per minute of video (released: 120 frames -> 12 windows x 32 queries = 384)."""
-        return 60.0 * self.fps / self.window_stride * self.num_queries
+        return 60.0 * self.fps / self.window_stride * self.num_queries * self.av_blocks
 
 
 def av_tokens_per_minute(config: FavorConfig | None = None) -> float:

@@ -9,6 +9,8 @@ It holds every part between the raw media and the LLM projection, in two stages:
         audio_features --audio_projections[k]--> (B, S, Dp)
         synchroniser(visual, audio)            --> features (B, T, N, Dv + Dp), frame_mask (B, T)
         causal_qformer(features, frame_mask)   --> tokens (B, W, Q, H), window_mask (B, W), diversity loss
+    with ``config.av_fusion == "separate"`` (no synchronisation, the ablation) the last step is instead
+        causal_qformer(features[..., :Dv]) ++ audio_qformer(features[..., Dv:]) --> tokens (B, 2W, Q, H)
 
 Modalities follow the released modality-mask conventions: a missing stream is zero (video only: no audio steps
 and its audio column of the modality mask is 0; audio only: zero frames and the visual column 0; an image is one
@@ -70,7 +72,7 @@ class FavorMediaEncoder(nn.Module):
 
     Submodules: ``vision`` (`FrameEncoder`, frozen), ``audio_encoders`` (frozen Whisper encoders),
     ``audio_projections`` (trainable), ``synchroniser`` (no parameters), ``causal_qformer``
-    (`favor_qformer.CausalQFormer`, trainable).
+    (`favor_qformer.CausalQFormer`, trainable) and, with ``av_fusion="separate"`` only, ``audio_qformer``.
     """
 
     def __init__(self, config: FavorConfig) -> None:
@@ -93,6 +95,13 @@ class FavorMediaEncoder(nn.Module):
         )
         # A copy: run-time switches (gradient checkpointing) set on the module never reach the saved config.
         self.causal_qformer = CausalQFormer(copy.deepcopy(config.causal_qformer_config))
+        if config.audio_qformer_config is not None:
+            self.audio_qformer = CausalQFormer(config.audio_qformer_config)
+
+    @property
+    def qformers(self) -> list[CausalQFormer]:
+        """The causal Q-Former, and the audio Q-Former when the streams are not fused (``av_fusion="separate"``)."""
+        return [self.causal_qformer] + ([self.audio_qformer] if hasattr(self, "audio_qformer") else [])
 
     def train(self, mode: bool = True) -> FavorMediaEncoder:
         """Like `nn.Module.train`, but the frozen encoders stay in eval mode (no dropout, as released)."""
@@ -274,11 +283,29 @@ class FavorMediaEncoder(nn.Module):
             audio_lengths=steps if len(steps) > 1 else steps[0],
             modality_mask=modality_mask.to(device=device, dtype=visual_features.dtype),
         )  # features (B, T, N, Dv + Dp)
-        out = self.causal_qformer(synced.features.to(self.qformer_dtype), synced.frame_mask)
+        features = synced.features.to(self.qformer_dtype)
+        if len(self.qformers) == 1:
+            out = self.causal_qformer(features, synced.frame_mask)
+            return MediaEncoderOutput(
+                av_tokens=out.tokens,
+                window_mask=out.window_mask,
+                diversity_loss=diversity_loss(out.tokens, out.window_mask),
+            )
+        # No synchronisation (the ablation): the synchroniser only puts both streams on the frame clock; the video
+        # Q-Former reads the visual columns, the audio Q-Former the audio columns, and their tokens become two
+        # blocks (video windows, then audio windows: the released order without early_align), so relating an
+        # instant of one stream to the other is left to the LLM.
+        dv = self.config.visual_hidden_size
+        video = self.causal_qformer(features[..., :dv], synced.frame_mask)  # tokens (B, W, Q, H)
+        audio = self.audio_qformer(features[..., dv:], synced.frame_mask)  # tokens (B, W, Q, H)
         return MediaEncoderOutput(
-            av_tokens=out.tokens,
-            window_mask=out.window_mask,
-            diversity_loss=diversity_loss(out.tokens, out.window_mask),
+            av_tokens=torch.cat([video.tokens, audio.tokens], dim=1),  # (B, 2W, Q, H)
+            window_mask=torch.cat([video.window_mask, audio.window_mask], dim=1),  # (B, 2W)
+            diversity_loss=(
+                diversity_loss(video.tokens, video.window_mask)
+                + diversity_loss(audio.tokens, audio.window_mask)
+            )
+            / 2,
         )
 
     def encode(self, batch_size: int | None = None, **media: Any) -> MediaEncoderOutput:

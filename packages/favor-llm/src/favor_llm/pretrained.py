@@ -45,6 +45,7 @@ class FavorPreTrainedModel(PreTrainedModel):
     # small trainable audio projections stay in float32 (not the frame encoder's own, frozen, Q-Former).
     _keep_in_fp32_modules: ClassVar[list[str]] = [
         "media_encoder.causal_qformer",
+        "media_encoder.audio_qformer",
         "media_encoder.audio_projections",
     ]
     _keep_in_fp32_modules_strict: ClassVar[list[str]] = _keep_in_fp32_modules
@@ -183,7 +184,8 @@ class FavorPreTrainedModel(PreTrainedModel):
             attn_implementation if isinstance(attn_implementation, str) else attn_implementation.get("", None)
         )
         if impl in ("eager", "sdpa"):
-            self.causal_qformer.set_attention_backend(impl)
+            for qformer in self.media_encoder.qformers:
+                qformer.set_attention_backend(impl)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every parameter that training changes (projections, Q-Former, LoRA), under `state_dict` names."""
@@ -221,12 +223,14 @@ class FavorPreTrainedModel(PreTrainedModel):
         A run-time switch: it is not saved with the model."""
         ckpt_kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
         self.causal_lm.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs, **kwargs)
-        self.causal_qformer.gradient_checkpointing_enable()
+        for qformer in self.media_encoder.qformers:
+            qformer.gradient_checkpointing_enable()
 
     def activation_checkpointing_disable(self) -> None:
         """Undo `activation_checkpointing_enable`."""
         self.causal_lm.activation_checkpointing_disable()
-        self.causal_qformer.gradient_checkpointing_disable()
+        for qformer in self.media_encoder.qformers:
+            qformer.gradient_checkpointing_disable()
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """The transformers v4 name of `activation_checkpointing_enable`."""

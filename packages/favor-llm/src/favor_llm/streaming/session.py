@@ -70,6 +70,12 @@ class StreamingSession:
         if not (video or audio):
             raise ValueError("video, audio: a stream needs at least one of them")
         config = model.config
+        if config.av_fusion != "synchronised":
+            # Separate Q-Formers put all video windows before all audio windows, which a live stream cannot do.
+            raise ValueError(
+                f"model: streaming needs av_fusion='synchronised' (one token block per window); this model has "
+                f"av_fusion={config.av_fusion!r} (the no-synchronisation ablation), use offline generate"
+            )
         self.model, self.processor = model, processor
         self.template = prompt if prompt is not None else processor.prompt_template
         self._before, _ = self._split_prompt("")
