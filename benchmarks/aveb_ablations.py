@@ -8,7 +8,9 @@ task with the teacher-forced exact match (equal to greedy generation's, see docs
     python benchmarks/aveb_ablations.py --data aveb --out ablations --seeds 0 1 2 --steps 1000
 
 Writes ``OUT/results.json`` (every run's per-task accuracy), ``OUT/table.md`` (mean and spread over seeds) and, when
-matplotlib is installed, ``OUT/loss_curves.png`` (training answer cross-entropy of each variant, seed 0).
+matplotlib is installed, ``OUT/loss_curves.png`` (training answer cross-entropy of each variant, seed 0) and
+``OUT/query_similarity.png`` (the paper's Figure 5: query cosine similarities of the seed-0 models trained with
+diversity weights 0, 0.01, 0.1 and 1; numbers in ``OUT/query_similarity.json``).
 """
 
 from __future__ import annotations
@@ -146,6 +148,23 @@ def main() -> None:
     curves = plot(out, args.variants)
     if curves is not None:
         print(f"loss curves: {curves}")
+    # The paper's Figure 5: query similarities with and without the diversity loss (seed-0 models).
+    runs = {
+        name: str(out / f"{name}-seed0" / "final")
+        for name in ("no_diversity", "favor", "diversity_0.1", "diversity_1")
+        if (out / f"{name}-seed0" / "final").is_dir()
+    }
+    if len(runs) > 1:
+        from aveb_query_similarity import plot as plot_similarity
+        from aveb_query_similarity import similarity_matrices
+
+        matrices = similarity_matrices(runs, str(Path(args.data) / "test.jsonl"))
+        (out / "query_similarity.json").write_text(json.dumps(matrices, indent=2) + "\n")
+        for name, entry in matrices.items():
+            print(f"{name}: mean off-diagonal query cosine {entry['mean_off_diagonal']:.3f}")
+        figure = plot_similarity(matrices, out / "query_similarity.png")
+        if figure is not None:
+            print(f"query similarity: {figure}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from qformer_helpers import tiny_model
 
-from favor_qformer import BlockCausalAttention, CausalQFormer, count_windows, diversity_loss
+from favor_qformer import BlockCausalAttention, CausalQFormer, count_windows, diversity_loss, query_similarity
 
 
 @given(
@@ -141,3 +141,22 @@ def test_masked_windows_do_not_change_diversity_loss(batch, windows, queries, da
         torch.testing.assert_close(loss, diversity_loss(tokens[mask]), rtol=0, atol=1e-7)
     else:
         assert loss.item() == 0.0
+
+
+@given(
+    windows=st.integers(1, 4),
+    queries=st.integers(2, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_query_similarity_matrix_is_the_per_window_cosines_averaged(windows, queries, seed):
+    """Reference: torch's cosine_similarity per pair and window; its off-diagonal mean is the diversity loss."""
+    torch.manual_seed(seed)
+    tokens = torch.randn(1, windows, queries, 8, dtype=torch.float64)
+    matrix = query_similarity(tokens)
+    pairs = torch.nn.functional.cosine_similarity(tokens[0, :, :, None], tokens[0, :, None, :], dim=-1, eps=0)
+    torch.testing.assert_close(matrix, pairs.mean(0), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        torch.diagonal(matrix), torch.ones(queries, dtype=torch.float64), rtol=0, atol=1e-9
+    )
+    off = ~torch.eye(queries, dtype=torch.bool)
+    torch.testing.assert_close(matrix[off].mean(), diversity_loss(tokens), rtol=0, atol=1e-9)

@@ -15,20 +15,8 @@ import torch
 _EPS = 1e-9
 
 
-def diversity_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean off-diagonal cosine similarity between the queries of each window, averaged over real windows.
-
-    Args:
-        tokens: (B, W, Q, H) or (Nw, Q, H) query tokens.
-        mask: Which windows count: (B, W) bool for 4-D tokens, (Nw,) bool for 3-D ones; ``None`` = all.
-
-    Returns:
-        Scalar (float32 for half-precision tokens, else the tokens' dtype). 0.0 (still attached to the graph)
-        when no window is selected.
-
-    Raises:
-        ValueError: wrong rank, fewer than 2 queries, or a mask of the wrong shape or dtype.
-    """
+def _selected_windows(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Checked ``tokens`` (and ``mask``) -> the selected windows ``(Nw, Q, H)`` (float32 for half precision)."""
     if not isinstance(tokens, torch.Tensor):
         raise ValueError(f"tokens: expected a torch.Tensor, got {type(tokens).__name__}")
     if tokens.dim() not in (3, 4):
@@ -50,13 +38,51 @@ def diversity_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> to
         flat = flat.float()
     if mask is not None:
         flat = flat[mask.reshape(-1)]
+    return flat
+
+
+def _cosines(flat: torch.Tensor) -> torch.Tensor:
+    """``(Nw, Q, H)`` -> ``(Nw, Q, Q)`` cosine similarities with the released 1e-9 guard."""
+    dot = torch.einsum("wqh,wkh->wqk", flat, flat)  # (Nw, Q, Q)
+    norm = flat.pow(2).sum(-1).sqrt()  # (Nw, Q)
+    return dot / (norm[:, :, None] * norm[:, None, :] + _EPS)
+
+
+def query_similarity(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``(Q, Q)`` cosine similarities between the queries of a window, averaged over real windows (the
+    paper's Figure 5 matrices; `diversity_loss` is the mean of its off-diagonal entries).
+
+    Args:
+        tokens: (B, W, Q, H) or (Nw, Q, H) query tokens.
+        mask: Which windows count, as for `diversity_loss`.
+
+    Returns:
+        ``(Q, Q)`` float tensor (NaN everywhere when no window is selected: there is nothing to average).
+    """
+    flat = _selected_windows(tokens, mask)
+    return _cosines(flat).mean(dim=0)
+
+
+def diversity_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean off-diagonal cosine similarity between the queries of each window, averaged over real windows.
+
+    Args:
+        tokens: (B, W, Q, H) or (Nw, Q, H) query tokens.
+        mask: Which windows count: (B, W) bool for 4-D tokens, (Nw,) bool for 3-D ones; ``None`` = all.
+
+    Returns:
+        Scalar (float32 for half-precision tokens, else the tokens' dtype). 0.0 (still attached to the graph)
+        when no window is selected.
+
+    Raises:
+        ValueError: wrong rank, fewer than 2 queries, or a mask of the wrong shape or dtype.
+    """
+    flat = _selected_windows(tokens, mask)
     windows, queries = flat.shape[0], flat.shape[1]
     if windows == 0:
         # The sum over no window: 0, still attached to the graph, and blind to what the masked windows hold (a
         # NaN/inf there would make ``tokens.sum() * 0`` NaN).
         return flat.sum()
-    dot = torch.einsum("wqh,wkh->wqk", flat, flat)  # (Nw, Q, Q)
-    norm = flat.pow(2).sum(-1).sqrt()  # (Nw, Q)
-    cos = dot / (norm[:, :, None] * norm[:, None, :] + _EPS)
+    cos = _cosines(flat)  # (Nw, Q, Q)
     off_diagonal = ~torch.eye(queries, dtype=torch.bool, device=flat.device)
     return (cos * off_diagonal).sum() / ((queries * queries - queries) * windows)
