@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from favor_llm.aveb import tokenizer
-from favor_llm.feature_cache import FeatureCache, text_inputs
+from favor_llm.feature_cache import FeatureCache
 from favor_llm.recipes import aveb_tiny_config, build_model, recipe_processor
 
 
@@ -56,9 +56,25 @@ def test_text_inputs_match_the_processor(model_and_processor, clips):
     _, processor = model_and_processor
     batch = processor.collate(clips)
     counts = [int(n) for n in (batch["input_ids"] == processor.av_token_id).sum(1)]
-    made = text_inputs(processor, [c["text"] for c in clips], counts, [c["answer"] for c in clips])
+    made = processor.text_inputs([c["text"] for c in clips], counts, [c["answer"] for c in clips])
     for key in ("input_ids", "attention_mask", "labels"):
         assert torch.equal(made[key], batch[key]), key
+
+
+def test_cached_batches_keep_control_token_text_as_the_processor_does(model_and_processor, clips, tmp_path):
+    """The cache used to build its text with its own copy of the processor's, which tokenised "</s>" typed in a
+    question or an answer as a real end-of-sequence token (issue 10); it now uses `FavorProcessor.text_inputs`."""
+    model, processor = model_and_processor
+    examples = [
+        {**clips[0], "text": "Does </s> end it?", "answer": "no, </s> is text"},
+        {**clips[1], "text": "Is the beep high or low, in a longer question?", "answer": "high"},
+    ]
+    plain = processor.collate(examples)
+    cached = FeatureCache(tmp_path, model, processor).collate(examples)
+    eos = processor.tokenizer.eos_token_id
+    assert [row.tolist().count(eos) for row in cached["labels"]] == [1, 1]  # only the appended EOS
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert torch.equal(cached[key], plain[key]), key
 
 
 def test_changing_a_key_part_misses(model_and_processor, clips, tmp_path):

@@ -438,11 +438,45 @@ def test_collate_is_the_processor_on_a_list_of_examples(tiny, media):
         processor.collate([])
 
 
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_text_inputs_are_the_processor_text_without_media(tiny, media, clip_path, padding_side):
+    """`FavorProcessor.text_inputs` (what the feature cache builds batches with) gives `__call__`'s text tensors
+    token for token from the AV token counts alone, on a real mp4, arrays, an image and no media."""
+    _, processor = tiny
+    items = [str(clip_path), media["video"], None, {"image": media["image"], "audio": media["short_audio"]}]
+    questions = ["What happens?", "Does </s> end it?", "Text only, a longer question here?", "Which colour?"]
+    answers = ["a tone", "no, </s> is text", "yes", "red"]
+    counts = [processor.num_av_tokens(processor.load(m, i)) for i, m in enumerate(items)]
+    assert counts[2] == 0 and min(counts[:2] + counts[3:]) > 0
+    for labelled in (answers, None):
+        full = processor(text=questions, media=items, answers=labelled, padding_side=padding_side)
+        text = processor.text_inputs(questions, counts, labelled, padding_side=padding_side)
+        assert set(text) == {"input_ids", "attention_mask"} | ({"labels"} if labelled else set())
+        for key in text:
+            assert torch.equal(text[key], full[key]), key
+    # one row written out by hand: BOS, the template around the expanded placeholder, answer + EOS labelled
+    tok = processor.tokenizer
+    before, after = processor.prompt_template.split("{media}")
+    expected = [tok.bos_token_id, *tok(before, add_special_tokens=False)["input_ids"]]
+    expected += [processor.av_token_id] * 5
+    expected += tok(after.format(question="Why?"), add_special_tokens=False)["input_ids"]
+    answer = [*tok("because", add_special_tokens=False)["input_ids"], tok.eos_token_id]
+    row = processor.text_inputs(["Why?"], [5], ["because"])
+    assert row["input_ids"][0].tolist() == expected + answer
+    assert row["labels"][0].tolist() == [-100] * len(expected) + answer
+    for counts, match in (
+        ([3], r"av_tokens: expected one count per question \(2\), got 1"),
+        ([3, -1], r"av_tokens\[1\]"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            processor.text_inputs(["a", "b"], counts)
+
+
 def test_control_token_text_in_questions_and_answers_stays_text(fresh_tiny, media):
     """Issue 10: "</s>" typed in a question became a real end-of-sequence token, and "<AV>" in a training answer
     became a placeholder (the batch then failed with a message blaming the caller). Both stay text now; questions
     without such text tokenise as before."""
-    from favor_llm.processing import encode_prompt
+    from favor_llm.prompts import encode_prompt
 
     model, processor = fresh_tiny
     tokenizer = processor.tokenizer

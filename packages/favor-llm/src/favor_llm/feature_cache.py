@@ -36,7 +36,7 @@ from transformers import BatchFeature
 
 from .audio import audio_steps
 
-__all__ = ["FeatureCache", "text_inputs"]
+__all__ = ["FeatureCache"]
 
 _COUNTS = ("frame_lengths", "audio_lengths")
 
@@ -83,43 +83,6 @@ def _decoding_settings(processor: Any) -> str:
         "feature_extractors": [fe.to_dict() for fe in processor.feature_extractors],
     }
     return json.dumps(settings, sort_keys=True, default=str)
-
-
-def text_inputs(
-    processor: Any, questions: list[str], av_tokens: list[int], answers: list[str] | None
-) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``attention_mask`` (and ``labels``) for questions whose media give ``av_tokens`` placeholder
-    tokens each, without the media: what `FavorProcessor.__call__` makes (left padding, BOS, the template, the
-    placeholder expanded, answer + EOS labelled). Tested against the processor token for token."""
-    tok = processor.tokenizer
-    rows, label_rows = [], []
-    for i, (question, count) in enumerate(zip(questions, av_tokens)):
-        prompt = processor.build_prompt(question, count > 0, True, i)
-        before, sep, after = prompt.partition(processor.av_token)
-        ids = [] if tok.bos_token_id is None else [tok.bos_token_id]
-        ids += tok(before, add_special_tokens=False)["input_ids"] if before else []
-        if sep:
-            ids += [processor.av_token_id] * count
-            ids += tok(after, add_special_tokens=False)["input_ids"] if after else []
-        labels = [-100] * len(ids)
-        if answers is not None:
-            answer = [*tok(answers[i], add_special_tokens=False)["input_ids"], tok.eos_token_id]
-            ids, labels = ids + answer, labels + answer
-        rows.append(ids)
-        label_rows.append(labels)
-    length = max(len(r) for r in rows)
-    out = {
-        "input_ids": torch.full((len(rows), length), tok.pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros((len(rows), length), dtype=torch.long),
-    }
-    if answers is not None:
-        out["labels"] = torch.full((len(rows), length), -100, dtype=torch.long)
-    for b, (ids, labels) in enumerate(zip(rows, label_rows)):
-        out["input_ids"][b, length - len(ids) :] = torch.tensor(ids)
-        out["attention_mask"][b, length - len(ids) :] = 1
-        if answers is not None:
-            out["labels"][b, length - len(ids) :] = torch.tensor(labels)
-    return out
 
 
 class FeatureCache:
@@ -252,11 +215,8 @@ class FeatureCache:
         layout = self.processor.layout
         counts = [layout.av_tokens(int(e["frame_lengths"]), int(e["audio_lengths"])) for e in entries]
         answers = [ex.get("answer") for ex in examples]
-        data: dict[str, torch.Tensor] = text_inputs(
-            self.processor,
-            [ex["text"] for ex in examples],
-            counts,
-            None if any(a is None for a in answers) else answers,
+        data: dict[str, torch.Tensor] = self.processor.text_inputs(  # the processor's own text path
+            [ex["text"] for ex in examples], counts, None if any(a is None for a in answers) else answers
         )
         for name in _COUNTS:
             data[name] = torch.stack([e[name] for e in entries]).long()

@@ -42,6 +42,7 @@ from .configuration import RELEASED_PROMPT_TEMPLATE, RELEASED_TEXT_ONLY_TEMPLATE
 from .layout import AVLayout
 from .media_items import PreparedMedia, media_features, num_av_tokens, prepare_media, visual_frames
 from .processor_io import PROCESSOR_CONFIG_NAME, QFORMER_TOKENIZER_DIR, FavorProcessorSaving
+from .prompts import build_prompt, text_batch
 
 __all__ = ["FavorProcessor", "PreparedMedia"]
 
@@ -214,6 +215,29 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
         templates = (self.prompt_template, self.text_only_template) if apply_template else None
         return build_prompt(question, has_media, self.av_token, templates, index)
 
+    def text_inputs(
+        self,
+        questions: list[str],
+        av_tokens: list[int],
+        answers: str | list[str] | None = None,
+        apply_template: bool = True,
+        padding_side: str = "left",
+    ) -> dict[str, torch.Tensor]:
+        """`__call__`'s text tensors without the media: ``questions`` whose media expand into ``av_tokens``
+        placeholder tokens each (`num_av_tokens`; 0: none) -> ``input_ids``, ``attention_mask`` ``(B, Lt)`` (and
+        ``labels`` with ``answers``). The feature cache builds its batches with it (counts from cached features)."""
+        templates = (self.prompt_template, self.text_only_template) if apply_template else None
+        return text_batch(
+            self.tokenizer,
+            questions,
+            av_tokens,
+            answers,
+            av_token=self.av_token,
+            av_token_id=self.av_token_id,
+            templates=templates,
+            padding_side=padding_side,
+        )
+
     # -------------------------------------------------------------------------------------------------- call
     def __call__(
         self,
@@ -260,33 +284,14 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
             )
         if len(media_items) != len(texts):
             raise ValueError(f"media: expected one item per question ({len(texts)}), got {len(media_items)}")
-        answer_list = checked_answers(answers, len(texts))
-        templates = (self.prompt_template, self.text_only_template) if apply_template else None
-        escape = checked_questions(texts, self.tokenizer, self.av_token, templates)
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
         if not texts:
             raise ValueError("text: the batch is empty")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"return_tensors: only 'pt' or None are supported, got {return_tensors!r}")
 
         prepared = [self.load(item, i) for i, item in enumerate(media_items)]
-        rows, label_rows = [], []
-        for i, (question, item) in enumerate(zip(texts, prepared)):
-            prompt = self.build_prompt(question, item is not None, apply_template, i)
-            ids = encode_prompt(
-                self.tokenizer, prompt, self.av_token, self.av_token_id, self.num_av_tokens(item), escape
-            )
-            labels = [-100] * len(ids)
-            if answer_list is not None:
-                answer_ids = self.tokenizer(
-                    answer_list[i], add_special_tokens=False, split_special_tokens=True
-                )["input_ids"]
-                answer_ids = [*answer_ids, self.tokenizer.eos_token_id]
-                ids, labels = ids + answer_ids, labels + answer_ids
-            rows.append(ids)
-            label_rows.append(labels)
-
-        data: dict[str, Any] = _pad_text(
-            rows, label_rows if answer_list is not None else None, self.tokenizer.pad_token_id, padding_side
+        data: dict[str, Any] = self.text_inputs(
+            texts, [self.num_av_tokens(p) for p in prepared], answers, apply_template, padding_side
         )
         data.update(media_features(prepared, self.image_processor, self.feature_extractors, self.layout))
         if self.qformer_tokenizer is not None and any(
@@ -297,8 +302,6 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
             )
             data["qformer_input_ids"] = enc["input_ids"]
             data["qformer_attention_mask"] = enc["attention_mask"]
-        if return_tensors not in ("pt", None):
-            raise ValueError(f"return_tensors: only 'pt' or None are supported, got {return_tensors!r}")
         if return_tensors is None:
             data = {
                 k: v.tolist() if k in ("input_ids", "attention_mask", "labels") else v
@@ -345,113 +348,3 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
         """The answers only: ``generated`` from `FavorModel.generate` minus the prompt, decoded and stripped."""
         prompt_length = inputs["input_ids"].shape[1]
         return [s.strip() for s in self.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)]
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-def _pad_text(
-    rows: list[list[int]], label_rows: list[list[int]] | None, pad_id: int, side: str
-) -> dict[str, torch.Tensor]:
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    labels = torch.full((len(rows), length), -100, dtype=torch.long)
-    for b, r in enumerate(rows):
-        sl = slice(length - len(r), length) if side == "left" else slice(0, len(r))
-        ids[b, sl] = torch.tensor(r, dtype=torch.long)
-        mask[b, sl] = 1
-        if label_rows is not None:
-            labels[b, sl] = torch.tensor(label_rows[b], dtype=torch.long)
-    out = {"input_ids": ids, "attention_mask": mask}
-    if label_rows is not None:
-        out["labels"] = labels
-    return out
-
-
-def build_prompt(
-    question: str, has_media: bool, av_token: str, templates: tuple[str, str] | None, index: int = 0
-) -> str:
-    """A question as prompt text with at most one AV placeholder (before expansion).
-
-    Args:
-        question: the user's text.
-        has_media: whether a media item comes with it.
-        av_token: the placeholder.
-        templates: ``(prompt_template, text_only_template)`` to wrap the question in, or ``None`` when the question
-            already holds its placeholder (exactly one with media, none without).
-        index: the question's position in the batch (for errors).
-    """
-    if not isinstance(question, str):
-        raise ValueError(f"text[{index}]: expected a string, got {type(question).__name__}")
-    count = question.count(av_token)
-    if templates is not None:
-        if count:
-            raise ValueError(
-                f"text[{index}]: contains the AV placeholder {av_token!r} {count} time(s), but the prompt "
-                "template already places it; remove it from the question or pass apply_template=False"
-            )
-        with_media, text_only = templates
-        if has_media:
-            return with_media.format(media=av_token, question=question)
-        return text_only.format(question=question)
-    expected = 1 if has_media else 0
-    if count != expected:
-        raise ValueError(
-            f"text[{index}]: expected exactly {expected} AV placeholder {av_token!r} "
-            f"({'one media item' if has_media else 'no media'}), got {count} in {question!r}"
-        )
-    return question
-
-
-def checked_answers(answers: Any, count: int) -> list[str] | None:
-    """``answers`` as a list of ``count`` non-empty strings (as `favor_llm.dataset` checks its files), or ``None``."""
-    if answers is None:
-        return None
-    if not isinstance(answers, (str, list, tuple)):
-        raise ValueError(f"answers: expected a string or a list of strings, got {type(answers).__name__}")
-    answer_list = [answers] if isinstance(answers, str) else list(answers)
-    if len(answer_list) != count:
-        raise ValueError(f"answers: expected one per question ({count}), got {len(answer_list)}")
-    for i, answer in enumerate(answer_list):
-        if not isinstance(answer, str) or not answer.strip():
-            raise ValueError(f"answers[{i}]: expected a non-empty string, got {answer!r}")
-    return answer_list
-
-
-def checked_questions(
-    texts: list[Any], tokenizer: Any, av_token: str, templates: tuple[str, str] | None
-) -> bool:
-    """Refuse empty templated questions; return whether control-token text typed in them is kept as text (issue
-    10: "</s>" became a real end-of-sequence token). A question is tokenised with its template
-    (``split_special_tokens``), so where the template itself holds control tokens, questions holding such text are
-    refused. ``templates=None`` (raw prompts, ``apply_template=False``): nothing checked or escaped."""
-    if templates is None:
-        return False
-    specials = [t for t in tokenizer.all_special_tokens if t and t != av_token]
-    held = [t for t in specials if any(t in template for template in templates)]
-    for i, question in enumerate(texts):
-        if not isinstance(question, str):
-            continue  # build_prompt names the type
-        if not question.strip():
-            raise ValueError(f"text[{i}]: the question is empty")
-        typed = [t for t in specials if t in question]
-        if typed and held:
-            raise ValueError(
-                f"text[{i}]: contains control-token text {typed} and the prompt template holds control tokens "
-                f"{held}, so it cannot be kept as text; remove it from the question"
-            )
-    return not held
-
-
-def encode_prompt(
-    tokenizer: Any, prompt: str, av_token: str, av_token_id: int, num_av: int, escape: bool = False
-) -> list[int]:
-    """BOS + prompt tokens, the placeholder expanded to ``num_av`` copies (tokenised piecewise); ``escape``:
-    control-token text in the pieces stays text (``split_special_tokens``)."""
-    before, sep, after = prompt.partition(av_token)
-    ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    kwargs = {"add_special_tokens": False, "split_special_tokens": escape}
-    ids += tokenizer(before, **kwargs)["input_ids"] if before else []
-    if sep:
-        ids += [av_token_id] * num_av
-        ids += tokenizer(after, **kwargs)["input_ids"] if after else []
-    return ids

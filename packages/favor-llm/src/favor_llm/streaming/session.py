@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..processing import checked_questions
+from ..prompts import checked_questions
 from .context import ContextPolicy, StreamContext
 from .spans import StreamAnswer, WindowSpan
 from .windows import MediaWindows
