@@ -182,6 +182,35 @@ def test_answer_spans_and_attended_windows(chunked, av):
     assert closed_only.span == (0.0, 4.0)
 
 
+def test_attended_windows_restore_the_attention_implementation_even_after_an_error(chunked, av, monkeypatch):
+    """The attention pass switches the LLM to eager attention; its own implementation (sdpa here) comes back after
+    the pass and after a pass that raises, and the session answers as before."""
+    model, processor = chunked
+    lm = model.causal_lm
+    before = lm.config._attn_implementation  # transformers has no public getter (see eager_attention)
+    assert before == "sdpa"
+    frames, audio = av
+    session = model.stream(processor)
+    session.feed(frames=frames[:8], audio=audio[: 8 * SPF])
+    first = session.ask(QUESTION, max_new_tokens=3, attended_windows=1)
+    assert lm.config._attn_implementation == before
+    forward = lm.forward
+
+    def failing(*args, **kwargs):
+        if kwargs.get("output_attentions"):
+            raise RuntimeError("out of memory in the attention pass")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "forward", failing)
+    with pytest.raises(RuntimeError, match="attention pass"):
+        session.ask(QUESTION, max_new_tokens=3, attended_windows=1)
+    assert lm.config._attn_implementation == before
+    assert {m.config._attn_implementation for m in lm.modules() if hasattr(m, "config")} == {before}
+    monkeypatch.undo()
+    again = session.ask(QUESTION, max_new_tokens=3, attended_windows=1)
+    assert (again.token_ids, again.attended) == (first.token_ids, first.attended)
+
+
 def test_context_error_policy_names_the_limit(chunked, av):
     model, processor = chunked
     frames, audio = av

@@ -19,6 +19,8 @@ last closed window: it encodes that partial window for this answer only (cost: o
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -311,10 +313,8 @@ class StreamingSession:
     ) -> list[tuple[int, float]]:
         """Mean attention of the answer tokens on each window's AV tokens (eager attention, one extra pass)."""
         lm = self.model.causal_lm
-        previous = lm.config._attn_implementation
         self.context.crop(input_ids.shape[1])
-        lm.set_attn_implementation("eager")
-        try:
+        with eager_attention(lm):
             total = input_ids.shape[1] + answer.shape[0]
             out = lm(
                 input_ids=answer[None],
@@ -325,10 +325,26 @@ class StreamingSession:
                 output_attentions=True,
                 logits_to_keep=1,
             )
-        finally:
-            lm.set_attn_implementation(previous)
         weights = torch.stack([a[0].float() for a in out.attentions]).mean(dim=(0, 1, 2))  # (total,) keys
         shares = [(s.index, float(weights[s.position : s.position + s.num_tokens].sum())) for s in spans]
         norm = sum(v for _, v in shares) or 1.0
         ranked = sorted(((i, v / norm) for i, v in shares), key=lambda item: -item[1])
         return ranked[:top]
+
+
+@contextmanager
+def eager_attention(lm: Any) -> Iterator[None]:
+    """Run ``lm`` with eager attention inside the block (attention weights exist only there), then restore its
+    implementation, also when the block or the switch itself raises.
+
+    transformers (v5) has a public setter, ``PreTrainedModel.set_attn_implementation``, but no public getter: the
+    current value lives only in ``config._attn_implementation`` (a property over ``_attn_implementation_internal``,
+    left out of ``to_dict``), which transformers' own attention dispatch reads. We read it there, in this one place.
+    """
+    previous = lm.config._attn_implementation
+    try:
+        lm.set_attn_implementation("eager")
+        yield
+    finally:
+        if lm.config._attn_implementation != previous:
+            lm.set_attn_implementation(previous)
