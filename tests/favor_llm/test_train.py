@@ -90,6 +90,7 @@ def test_resume_continues_from_the_last_checkpoint(toy_data, tmp_path):
     shutil.copytree(tmp_path / "a" / "frozen", tmp_path / "b" / "frozen")
     resumed = run_training(_config(toy_data, tmp_path / "b", eval_steps=0))
     assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-2")
+    assert (resumed.steps, resumed.trained_steps, resumed.already_complete) == (4, 2, False)
     a = FavorModel.from_pretrained(straight.final_dir).trainable_state_dict()
     b = FavorModel.from_pretrained(resumed.final_dir).trainable_state_dict()
     for key in a:
@@ -234,6 +235,39 @@ def test_resuming_past_max_steps_is_refused(toy_data, tmp_path):
     run_training(_config(toy_data, out, max_steps=2, save_steps=2, eval_steps=0))
     with pytest.raises(ValueError, match=r"max_steps: 1 .*checkpoint-2"):
         run_training(_config(toy_data, out, max_steps=1, eval_steps=0))
+
+
+def test_a_finished_run_started_again_says_so_and_trains_nothing(toy_data, tmp_path, capsys):
+    # `favor train` run again on a finished output_dir printed "trained 2 steps ... (last loss 0.0000)" and logged a
+    # train_loss of 0 to metrics.csv; now one line says the run is complete, and the test accuracy is printed again
+    from favor_llm.cli import main
+
+    out = tmp_path / "done"
+    args = ["train", "--output-dir", str(out), "--train-file", str(toy_data / "train.jsonl")]
+    args += ["--test-file", str(toy_data / "val.jsonl"), "--tokenizer", "words", "--max-steps", "2"]
+    args += ["--save-steps", "2", "--eval-steps", "0", "--threads", "1", "--per-device-train-batch-size", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out  # the Trainer's own log lines too (stdout is not a terminal)
+    assert "\ntrained 2 steps in " in first
+    final = out / "final"
+    weights = FavorModel.from_pretrained(final).trainable_state_dict()
+    logged = (out / "metrics.csv").read_text()
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert (
+        f"run already complete at step 2 (checkpoint {out / 'checkpoint-2'}); nothing trained; model: {final}\n"
+        in again
+    )
+    assert "trained " not in again and "'train_loss'" not in again
+    accuracy = [line for line in first.splitlines() if line.startswith("  accuracy")]
+    assert accuracy and accuracy == [line for line in again.splitlines() if line.startswith("  accuracy")]
+    added = (out / "metrics.csv").read_text().removeprefix(logged)
+    assert added and "train_loss" not in added and "test_accuracy" in added  # the evaluation, no summary row
+    reloaded = FavorModel.from_pretrained(final).trainable_state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in weights.items())
+    result = run_training(_config(toy_data, out, max_steps=2, save_steps=2, eval_steps=0))
+    assert result.already_complete and result.training_loss is None
+    assert (result.steps, result.trained_steps) == (2, 0)
 
 
 def test_words_outside_the_aveb_vocabulary_are_refused(toy_data, tmp_path):

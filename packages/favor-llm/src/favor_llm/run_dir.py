@@ -16,7 +16,7 @@ from typing import Any
 
 from .train_config import TrainConfig
 
-__all__ = ["FINAL_DIR", "FROZEN_DIR", "TRAINER_STATE", "claim_output_dir", "resume_point"]
+__all__ = ["FINAL_DIR", "FROZEN_DIR", "TRAINER_STATE", "checkpoint_step", "claim_output_dir", "resume_point"]
 
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint by the Trainer
 FROZEN_DIR = "frozen"  # a recipe's frozen parts, written once; checkpoints reference them
@@ -41,16 +41,21 @@ def resume_point(config: TrainConfig) -> str | None:
         point = config.resume
     else:
         point = _last_complete_checkpoint(Path(config.output_dir))
-    state = Path(point or "") / TRAINER_STATE
-    if point and config.max_steps > 0 and state.is_file():
-        # the Trainer would train nothing, report a loss of 0 and overwrite final/ with the checkpoint
-        step = int(json.loads(state.read_text()).get("global_step", 0))
+    if point and config.max_steps > 0:
+        # past max_steps the Trainer would train nothing and overwrite final/ with an older model (at max_steps
+        # exactly the run is finished: run_training reports that)
+        step = checkpoint_step(point)
         if step > config.max_steps:
             raise ValueError(
                 f"max_steps: {config.max_steps} but the run resumes from {point} at step {step}; raise max_steps, "
                 "or give another output_dir or resume: never"
             )
     return point
+
+
+def checkpoint_step(point: str | os.PathLike) -> int:
+    """The optimiser step a complete checkpoint was saved at (the Trainer's ``global_step``)."""
+    return int(json.loads((Path(point) / TRAINER_STATE).read_text()).get("global_step", 0))
 
 
 def _last_complete_checkpoint(out: Path) -> str | None:

@@ -97,12 +97,18 @@ def run(args: argparse.Namespace) -> int:
         _end_distributed(wait=False)  # a failed rank must not wait at a barrier the others never reach
         raise
     _end_distributed(wait=True)
-    print(
-        f"trained {result.steps} steps in {time.perf_counter() - start:.1f} s "
-        f"(last loss {result.training_loss:.4f}); model: {result.final_dir}"
-    )
-    if result.resumed_from:
-        print(f"resumed from {result.resumed_from}")
+    if result.already_complete:
+        print(
+            f"run already complete at step {result.steps} (checkpoint {result.resumed_from}); nothing trained; "
+            f"model: {result.final_dir}"
+        )
+    else:
+        print(
+            f"trained {result.trained_steps} steps in {time.perf_counter() - start:.1f} s "
+            f"(last loss {result.training_loss:.4f}); model: {result.final_dir}"
+        )
+        if result.resumed_from:
+            print(f"resumed from {result.resumed_from} (now at step {result.steps})")
     for key, value in sorted(result.test_metrics.items()):
         if key.startswith("test_accuracy"):
             print(f"  {key.removeprefix('test_'):<32} {value:.3f}")

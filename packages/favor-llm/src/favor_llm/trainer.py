@@ -43,7 +43,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .modeling import FavorModel
 from .processing import FavorProcessor
-from .run_dir import FINAL_DIR, FROZEN_DIR, claim_output_dir, resume_point
+from .run_dir import FINAL_DIR, FROZEN_DIR, checkpoint_step, claim_output_dir, resume_point
 from .train_config import TrainConfig
 
 __all__ = [
@@ -155,6 +155,7 @@ class FavorTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.tasks = list(tasks)
         self._parts = {"lm_loss": 0.0, "diversity_loss": 0.0, "count": 0}
+        self.trained_batches = 0  # batches this process trained (0: a finished run started again)
 
     def compute_loss(
         self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None
@@ -165,6 +166,7 @@ class FavorTrainer(Trainer):
             self._parts["lm_loss"] += float(outputs.lm_loss.detach())
             self._parts["diversity_loss"] += float(outputs.diversity_loss.detach())
             self._parts["count"] += 1
+            self.trained_batches += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -173,6 +175,8 @@ class FavorTrainer(Trainer):
             logs["lm_loss"] = round(self._parts["lm_loss"] / count, 6)
             logs["diversity_loss"] = round(self._parts["diversity_loss"] / count, 6)
             self._parts = {"lm_loss": 0.0, "diversity_loss": 0.0, "count": 0}
+        if "train_loss" in logs and not self.trained_batches:
+            return  # the end-of-training summary of a run that trained nothing: a "train_loss" of 0 is no loss
         super().log(logs, start_time)
 
     def prediction_step(
@@ -401,13 +405,23 @@ def build_trainer(config: TrainConfig) -> FavorTrainer:
 
 @dataclass
 class TrainResult:
-    """What `run_training` did: the final model directory, the last training loss, the test metrics."""
+    """What `run_training` did: the final model directory, the training loss, the step reached, the test metrics.
+
+    ``trained_steps`` is what this call trained (``steps`` minus the step it resumed at); 0 when the run was already
+    complete (its last checkpoint at ``max_steps``), and then ``training_loss`` is ``None``.
+    """
 
     final_dir: Path
-    training_loss: float
+    training_loss: float | None
     steps: int
     test_metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: str | None = None
+    trained_steps: int = 0
+
+    @property
+    def already_complete(self) -> bool:
+        """Started again after it had finished: nothing trained, ``final_dir`` holds the model at ``steps``."""
+        return self.resumed_from is not None and self.trained_steps == 0
 
 
 def run_training(config: TrainConfig) -> TrainResult:
@@ -424,7 +438,12 @@ def run_training(config: TrainConfig) -> TrainResult:
         resume = resume_point(config)
         claim_output_dir(config)
         trainer = build_trainer(config)
+        # the step resumed at, read now: the Trainer's checkpoint rotation may delete that checkpoint
+        start = 0 if resume is None else checkpoint_step(resume)
+        # a finished run started again trains nothing, but the Trainer still restores its last checkpoint: final/
+        # is written again with the same weights (also completing a final/ whose save was cut short)
         output = trainer.train(resume_from_checkpoint=resume)
+        trained = int(output.global_step) - start
         final = Path(config.output_dir) / FINAL_DIR
         trainer.save_model(str(final))
         test_metrics: dict[str, float] = {}
@@ -435,6 +454,7 @@ def run_training(config: TrainConfig) -> TrainResult:
             (Path(config.output_dir) / "train_config.json").write_text(
                 json.dumps(config.to_dict(), indent=2) + "\n"
             )
-        return TrainResult(final, float(output.training_loss), int(output.global_step), test_metrics, resume)
+        loss = float(output.training_loss) if trained else None
+        return TrainResult(final, loss, int(output.global_step), test_metrics, resume, trained)
     finally:
         torch.set_num_threads(previous_threads)
