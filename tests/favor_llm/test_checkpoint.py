@@ -250,6 +250,48 @@ def test_a_moved_frozen_component_is_a_clear_error(fresh_tiny, tmp_path):
         FavorModel.from_pretrained(tmp_path / "delta")
 
 
+def test_a_run_folder_moved_whole_still_loads(fresh_tiny, tmp_path):
+    """A delta referenced its frozen parts only by absolute path, so moving the folder that holds both (a `favor
+    train` run: frozen/ beside final/) broke loading. It also records them relative to itself, tried first; the
+    absolute path still serves a delta copied alone, also when a folder of the same name holds other weights."""
+    import shutil
+
+    from favor_llm.testing import tiny_model_and_processor
+
+    model, processor = fresh_tiny
+    model.eval()
+    inputs = processor(text="What?", media={"image": torch.zeros(8, 8, 3, dtype=torch.uint8)}, answers="red")
+    model.save_frozen_components(tmp_path / "run" / "frozen")
+    model.save_pretrained(tmp_path / "run" / "final")
+    sources = json.loads((tmp_path / "run" / "final" / "config.json").read_text())["component_sources"]
+    assert {k: v["relative_path"] for k, v in sources.items()} == {
+        k: f"../frozen/{k}" for k in ("vision", "audio_0", "text")
+    }
+    expected = _logits(model, inputs)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    loaded = FavorModel.from_pretrained(tmp_path / "moved" / "final")
+    assert torch.equal(_logits(loaded, inputs), expected)
+    # a delta saved from the loaded model (fine-tuning) references where the parts are now
+    loaded.save_pretrained(tmp_path / "moved" / "child" / "final")
+    child = json.loads((tmp_path / "moved" / "child" / "final" / "config.json").read_text())[
+        "component_sources"
+    ]
+    assert child["text"]["name_or_path"] == str((tmp_path / "moved" / "frozen" / "text").resolve())
+    assert child["text"]["relative_path"] == "../../frozen/text"
+    # the child copied alone to where "../../frozen" holds another model's parts (same folder names, other
+    # weights): the fingerprint rejects that candidate and the absolute path is used
+    other, _ = tiny_model_and_processor(seed=3)
+    other.save_frozen_components(tmp_path / "elsewhere" / "frozen")
+    copied = tmp_path / "elsewhere" / "child" / "final"
+    shutil.copytree(tmp_path / "moved" / "child" / "final", copied)
+    assert torch.equal(_logits(FavorModel.from_pretrained(copied), inputs), expected)
+    shutil.rmtree(tmp_path / "moved" / "frozen")
+    with pytest.raises(
+        ValueError, match=r"component_sources\['text'\]: .*changed since this checkpoint was saved"
+    ):
+        FavorModel.from_pretrained(copied)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_device_map_puts_every_part_on_the_llms_device(fresh_tiny, inputs, tmp_path):

@@ -270,6 +270,31 @@ def test_a_finished_run_started_again_says_so_and_trains_nothing(toy_data, tmp_p
     assert (result.steps, result.trained_steps) == (2, 0)
 
 
+def test_a_run_and_its_fine_tuned_run_load_after_their_folder_moved(toy_data, tmp_path):
+    # a fine-tuned run (model: the parent's final/) references the parent's frozen/ parts; both referenced them by
+    # absolute path only, so moving the folder holding the runs broke every final/ and checkpoint
+    parent = run_training(
+        _config(toy_data, tmp_path / "runs" / "parent", max_steps=1, save_steps=1, eval_steps=0)
+    )
+    child = run_training(
+        _config(toy_data, tmp_path / "runs" / "child", model=str(parent.final_dir), max_steps=1, eval_steps=0)
+    )
+    before = {
+        d: FavorModel.from_pretrained(d).trainable_state_dict() for d in (parent.final_dir, child.final_dir)
+    }
+    shutil.move(tmp_path / "runs", tmp_path / "moved")
+    for d in ("parent/final", "child/final", "child/checkpoint-1"):
+        loaded = FavorModel.from_pretrained(tmp_path / "moved" / d)
+        sources = loaded.config.component_sources
+        assert all(
+            s["name_or_path"].startswith(str((tmp_path / "moved" / "parent" / "frozen").resolve()))
+            for s in sources.values()
+        )
+        if d.endswith("final"):
+            reference = before[tmp_path / "runs" / d]
+            assert all(torch.equal(v, reference[k]) for k, v in loaded.trainable_state_dict().items())
+
+
 def test_words_outside_the_aveb_vocabulary_are_refused(toy_data, tmp_path):
     # the default tokenizer is AVEB-mini's few dozen words: own data ("zebra") used to train on <unk> silently, so
     # the model could never say the answer

@@ -15,9 +15,10 @@ Delta checkpoint (``FavorModel.save_pretrained(dir)``)::
     dir/adapter/                  the LoRA adapter (peft: adapter_config.json + adapter_model.safetensors)
 
 The frozen parts are referenced, not copied: ``component_sources = {"vision": {"name_or_path": ..., "prefix": ...},
-"audio_0": {...}, "text": {"name_or_path": ...}}``. A frozen part without a source (a model built from a config)
-is written into the checkpoint instead (``vision/``, ``audio_<k>/``, ``text/``, entries ``"embedded": true``),
-with one log line saying so, so `save_pretrained` always works. ``vision`` holds the keys of `FrameEncoder`
+"audio_0": {...}, "text": {"name_or_path": ...}}``; a local folder also relative to the checkpoint (tried first,
+so a run folder moved whole still loads; see `favor_llm.sources`). A frozen part without a source (a model built
+from a config) is written into the checkpoint instead (``vision/``, ``audio_<k>/``, ``text/``, entries
+``"embedded": true``), with one log line saying so, so `save_pretrained` always works. ``vision`` holds the keys of `FrameEncoder`
 (``vision_model.*``, ``qformer.*``, ``query_tokens``: the key layout of transformers' InstructBLIP checkpoints, so
 ``Salesforce/instructblip-vicuna-13b`` works with prefix ``""``), ``audio_<k>`` a ``WhisperEncoder``
 (``openai/whisper-large-v2`` keys start with ``model.encoder.``; the prefix is found automatically), ``text`` any
@@ -43,6 +44,7 @@ import torch
 
 from .components import ADAPTER, CHECKPOINT, SOURCE, Component, components
 from .configuration import FavorConfig
+from .sources import loaded_source, referenced_from, resolve_source
 from .weights import (
     PART_ID_NAME,
     WEIGHTS_INDEX_NAME,
@@ -240,7 +242,7 @@ def _write_checkpoint(
         # in place) is embedded again: an absolute path to itself would break when the folder is moved.
         inside = [name for name in frozen if name in known and _inside(known[name], target)]
         config.component_sources = {
-            **{k: v for k, v in known.items() if k in frozen and k not in inside},
+            **{k: referenced_from(v, target) for k, v in known.items() if k in frozen and k not in inside},
             **_write_sources(model, root, [*missing, *inside], merge_lora=False, embedded=True),
         }
         if _parts(model, ADAPTER):
@@ -278,29 +280,6 @@ def save_frozen_components(model: FavorModel, directory: str | Path) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def _source_path(root: Path, source: dict, name: str) -> str | Path:
-    if "name_or_path" not in source:
-        raise ValueError(f"component_sources[{name!r}]: needs a 'name_or_path', got {source}")
-    path = root / source["name_or_path"] if source.get("embedded") else source["name_or_path"]
-    text = str(path)
-    looks_local = source.get("embedded") or Path(text).is_absolute() or text.startswith((".", "~"))
-    if looks_local and not Path(text).expanduser().exists():  # a Hub repo id never looks like this
-        raise ValueError(
-            f"component_sources[{name!r}]: {text} does not exist (was the directory of the frozen parts moved or "
-            "deleted? point config.json's component_sources at it, or pass config=...)"
-        )
-    if source.get("fingerprint") and not source.get("embedded"):
-        found = part_fingerprint(path)
-        if found is not None and found != source["fingerprint"]:
-            raise ValueError(
-                f"component_sources[{name!r}]: {text} changed since this checkpoint was saved (fingerprint "
-                f"{found}, recorded {source['fingerprint']}; e.g. another save went into that folder). The "
-                "checkpoint's trained weights belong to the old part: restore it, or load with config=... naming "
-                "the part you mean (and no 'fingerprint')"
-            )
-    return path
-
-
 def _resolve_dtype(dtype: Any) -> torch.dtype | str | None:
     """``None``, ``"auto"`` or a `torch.dtype` (names such as ``"bfloat16"`` or ``"torch.float16"`` accepted)."""
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
@@ -421,7 +400,7 @@ def load_favor_model(
         llm_kwargs["attn_implementation"] = attn_implementation
     from safetensors import SafetensorError
 
-    text_path = _source_path(root, sources["text"], "text")
+    text_path = resolve_source(root, sources["text"], "text")
     try:
         llm = AutoModelForCausalLM.from_pretrained(
             text_path, dtype=dtype, device_map=device_map, **llm_kwargs
@@ -443,24 +422,13 @@ def load_favor_model(
         if part.name != "text":
             src = sources[part.name]
             module = model.get_submodule(part.module)
-            load_module_weights(module, _source_path(root, src, part.name), src.get("prefix"), part.name)
+            load_module_weights(module, resolve_source(root, src, part.name), src.get("prefix"), part.name)
     _load_checkpoint_parts(model, root)
     if any(c.weights == ADAPTER for c in components(config)):
         _load_adapter(model, root)
-    # Parts embedded in this checkpoint are referenced where they are, so that a delta saved from this model (the
-    # default `save_pretrained`, e.g. after fine-tuning a full or converted checkpoint) loads from anywhere.
-    model.config.component_sources = {
-        name: (
-            {k: v for k, v in src.items() if k != "embedded"}
-            | {
-                "name_or_path": str(Path(_source_path(root, src, name)).resolve()),
-                "fingerprint": part_fingerprint(_source_path(root, src, name)),
-            }
-            if src.get("embedded")
-            else src
-        )
-        for name, src in sources.items()
-    }
+    # Local parts are referenced where they were loaded from (embedded ones too), so that a delta saved from this
+    # model (the default `save_pretrained`, e.g. after fine-tuning a full or converted checkpoint) loads from anywhere.
+    model.config.component_sources = {name: loaded_source(root, src, name) for name, src in sources.items()}
     if (root / GENERATION_CONFIG_NAME).is_file():
         model.generation_config = GenerationConfig.from_pretrained(root)
     model.freeze_frozen_parts()
