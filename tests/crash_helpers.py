@@ -26,12 +26,16 @@ def leftovers(target: Path) -> list[str]:
 
 def in_child(work: Callable[[], object], timeout: float = 120.0) -> int:
     """Run ``work()`` in a forked child; its exit status: 0 when it returned, 3 when it raised (the error is
-    printed), ``-signal`` when a signal ended it. A child still running after ``timeout`` seconds is killed and is
+    printed), ``-signal`` when a signal ended it. torch runs single-threaded in the child. A child still running after ``timeout`` seconds is killed and is
     a test failure (a hang must not hang the suite)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 0
         try:
+            if (
+                "torch" in sys.modules
+            ):  # GNU OpenMP's thread pool does not survive a fork: a parallel op would hang
+                sys.modules["torch"].set_num_threads(1)
             work()
         except BaseException as error:
             print(f"child: {type(error).__name__}: {error}", file=sys.stderr)
