@@ -113,6 +113,41 @@ def test_a_folder_the_user_cannot_write_to_is_not_replaced(tmp_path, monkeypatch
     assert (target / "config.json").read_text() == "old" and leftovers(target) == []
 
 
+def test_saves_nested_in_a_save_write_into_its_staging_folder_and_land_with_it(tmp_path):
+    """A save into the staging folder of a save in progress (``model.save_pretrained(staging)`` inside the block)
+    writes straight into it: nothing shows before the outer block ends; the nested save's ``owned`` patterns drop
+    the old folder's stale files (and what an earlier nested save wrote); ``final_directory`` names the target."""
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    _write(target, {"model-1.bin": "old shard", "config.json": "old", "notes.txt": "mine"})
+    with atomic_save_directory(target, owned=["report.txt"]) as staging:
+        with atomic_save_directory(staging, owned=["model-*.bin"]) as inner:
+            assert inner == staging
+            _write(inner, {"model-2.bin": "first try"})
+        with atomic_save_directory(staging, owned=["model-*.bin", "config.json"]) as inner:
+            assert sorted(os.listdir(inner)) == []  # the first nested save's shard is replaced
+            _write(inner, {"model-3.bin": "new", "config.json": "new"})
+        _write(staging, {"report.txt": "done"})
+        assert saving.final_directory(staging / "sub") == target / "sub"
+        assert sorted(os.listdir(target)) == ["config.json", "model-1.bin", "notes.txt"]
+    assert sorted(os.listdir(target)) == ["config.json", "model-3.bin", "notes.txt", "report.txt"]
+    assert saving.final_directory(target) == target and leftovers(target) == []
+
+
+def test_a_nested_save_that_fails_leaves_the_old_folder(tmp_path):
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    _write(target, {"config.json": "old"})
+    with pytest.raises(RuntimeError, match="second writer failed"):
+        with atomic_save_directory(target) as staging:
+            _write(staging, {"a.txt": "first writer"})
+            with atomic_save_directory(staging) as inner:
+                _write(inner, {"config.json": "half"})
+                raise RuntimeError("second writer failed")
+    assert os.listdir(target) == ["config.json"] and (target / "config.json").read_text() == "old"
+    assert leftovers(target) == [] and saving.final_directory(staging) == staging  # no longer in progress
+
+
 def test_stale_folders_of_a_dead_process_are_ignored_then_cleaned(tmp_path):
     target = tmp_path / "ckpt"
     tiny_model().save_pretrained(target)
