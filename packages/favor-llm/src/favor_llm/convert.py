@@ -296,15 +296,8 @@ def _qformer_mismatch(part: dict[str, torch.Tensor], config: Any, err: ValueErro
         found = CausalQFormer.from_favor_official(part, num_heads=1, causal_num_heads=1).config
     except ValueError:
         return str(err)
-    fields = (
-        "hidden_size",
-        "encoder_hidden_size",
-        "num_queries",
-        "num_layers",
-        "intermediate_size",
-        "max_position_embeddings",
-        "causal",
-    )
+    fields = ("hidden_size", "encoder_hidden_size", "num_queries", "num_layers", "intermediate_size")
+    fields += ("max_position_embeddings", "causal")
     diffs = [
         f"{f}={getattr(found, f)} (config: {getattr(config, f)})"
         for f in fields
@@ -426,8 +419,8 @@ def convert_released_checkpoint(
 
     Returns:
         ``out``, holding the delta checkpoint (`FavorModel.save_pretrained`), the processor and
-        ``favor_conversion.json`` (the key map used), written as one atomic save: an earlier conversion in ``out``
-        is replaced whole, or (on any failure, a full disk, a killed process) kept whole; other files are kept.
+        ``favor_conversion.json`` (the key map used): one atomic save, so an earlier conversion there stays whole
+        if this one fails or is killed.
 
     Raises:
         ValueError: unreadable input, unknown / missing / wrongly shaped tensors (all listed), no tokenizer.
@@ -487,15 +480,13 @@ def convert_released_checkpoint(
         pass
     from favor_qformer.saving import atomic_save_directory
 
-    out = Path(out)
     info = {"source": str(source_file) if source_file else "<state dict>", **report.to_dict()}
-    # One atomic save (issue 10): the model, its processor and the report replace an earlier conversion in `out`
-    # together or not at all (the two saves nest in this one).
+    # one atomic save (issue 10; the model's and the processor's nest in it): all three land, or none
     with atomic_save_directory(out, owned=[CONVERSION_INFO_NAME]) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / CONVERSION_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return out
+    return Path(out)
 
 
 def _source_name(name_or_path: str | Path) -> str:
