@@ -8,7 +8,10 @@ random tensors sized for a tiny model whose Q-Former has the reference sizes (hi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -268,3 +271,87 @@ def test_the_llms_generation_config_is_kept(parts, reference_dir, tmp_path):
     loaded = FavorModel.from_pretrained(out)
     assert loaded.generation_config.eos_token_id == eos
     assert loaded.generation_config.top_p == 0.6 and loaded.generation_config.do_sample
+
+
+def _conversion(out: Path) -> tuple[str, dict, str]:
+    """What a conversion folder holds: the model's trainable weights (SHA-256), its processor's config and
+    ``favor_conversion.json``; loading either raises when the folder is broken."""
+    from favor_llm import FavorProcessor
+
+    hashed = hashlib.sha256()
+    for key, value in sorted(FavorModel.from_pretrained(out).named_parameters()):
+        if value.requires_grad:  # what the conversion wrote (the frozen parts are referenced)
+            hashed.update(key.encode() + value.detach().reshape(-1).view(torch.uint8).numpy().tobytes())
+    processor = FavorProcessor.from_pretrained(out).to_dict()
+    return hashed.hexdigest(), processor, (out / "favor_conversion.json").read_text()
+
+
+def test_a_conversion_killed_at_many_points_leaves_the_old_or_the_new_output(parts, reference_dir, tmp_path):
+    """``convert_released_checkpoint`` into a folder holding an earlier conversion, SIGKILLed in a child before
+    about 10 of its ~600 file-system calls: the folder is always one whole conversion, the old or the new (model,
+    processor and ``favor_conversion.json`` together), and the next conversion removes what the killed ones
+    left."""
+    from crash_helpers import count_calls, in_child, kill_points, killed_at, leftovers
+
+    model, _, root = parts
+    llm = root / "frozen" / "text"
+    old_delta = _released_delta(model, reference_dir / REFERENCE_FILES[0], seed=0)
+    torch.save(_released_delta(model, reference_dir / REFERENCE_FILES[0], seed=1), tmp_path / "new.pt")
+    target, probe = tmp_path / "out", tmp_path / "probe"
+
+    def convert_old(out: Path = target) -> None:
+        convert_released_checkpoint(old_delta, llm=llm, out=out, config=model.config)
+
+    def convert_new(out: Path = target) -> None:  # other weights, a Q-Former tokenizer, another source
+        qformer_tokenizer = root / "qformer_tokenizer"
+        convert_released_checkpoint(
+            tmp_path / "new.pt", llm=llm, out=out, config=model.config, qformer_tokenizer=qformer_tokenizer
+        )
+
+    convert_old()
+    (target / "NOTES.txt").write_text("mine")
+    shutil.copytree(target, probe)
+    pristine = shutil.copytree(target, tmp_path / "pristine")
+    total = count_calls(lambda: convert_new(probe), tmp_path / "calls")
+    want = {"old": _conversion(target), "new": _conversion(probe)}
+    assert all(a != b for a, b in zip(want["old"], want["new"], strict=True)) and total > 100
+
+    outcomes = []
+    for kill_at in kill_points(total, spread=8, tail=3):
+        assert in_child(lambda k=kill_at: killed_at(convert_new, k)) == -signal.SIGKILL
+        try:
+            found = _conversion(target)
+        except (OSError, ValueError) as error:
+            found = f"broken: {error}"
+        outcomes.append(next((name for name, value in want.items() if value == found), f"{kill_at}: {found}"))
+        assert (target / "NOTES.txt").read_text() == "mine"
+        if outcomes[-1] == "new":  # back to the old conversion for the next kill point
+            shutil.rmtree(target)
+            shutil.copytree(pristine, target)
+    assert set(outcomes) == {"old", "new"}, outcomes
+    assert in_child(lambda: killed_at(convert_new, total // 2)) == -signal.SIGKILL
+    assert leftovers(target)
+    convert_new()
+    assert leftovers(target) == [] and _conversion(target) == want["new"]
+
+
+def test_a_failed_conversion_keeps_the_earlier_one_whole(parts, reference_dir, tmp_path, monkeypatch):
+    """The processor's save fails (a full disk) after the model's was written: the folder still holds the earlier
+    conversion, model, processor and report alike (they were three separate saves, the model's landing alone)."""
+    from crash_helpers import leftovers
+    from favor_llm import FavorProcessor
+
+    model, _, root = parts
+    released = [_released_delta(model, reference_dir / REFERENCE_FILES[0], seed=seed) for seed in (0, 1)]
+    out = tmp_path / "out"
+    convert_released_checkpoint(released[0], llm=root / "frozen" / "text", out=out, config=model.config)
+    before = _conversion(out)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FavorProcessor, "save_pretrained", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        convert_released_checkpoint(released[1], llm=root / "frozen" / "text", out=out, config=model.config)
+    monkeypatch.undo()
+    assert _conversion(out) == before and leftovers(out) == []

@@ -6,7 +6,7 @@ import pytest
 
 from favor_llm import FavorModel
 from favor_llm.cli import main
-from favor_llm.demo import DEMO_MODEL_DIR, run_demo
+from favor_llm.demo import DEMO_MODEL_DIR, run_demo, ship_checkpoint
 
 
 def test_shipped_checkpoint_is_small_documented_and_loads():
@@ -16,6 +16,21 @@ def test_shipped_checkpoint_is_small_documented_and_loads():
     assert "favor train" in notes and "seed" in notes and "favor aveb generate" in notes
     model = FavorModel.from_pretrained(DEMO_MODEL_DIR)  # frozen parts embedded: loads from the package
     assert not model.training
+
+
+def test_shipping_a_checkpoint_replaces_the_folder_in_one_atomic_save(fresh_tiny, tmp_path):
+    model, processor = fresh_tiny
+    model.save_pretrained(tmp_path / "final")
+    processor.save_pretrained(tmp_path / "final")
+    target = tmp_path / "demo_model"
+    target.mkdir()
+    (target / "old-shard.safetensors").write_text("from an earlier model")
+    assert ship_checkpoint(tmp_path / "final", target, notes="trained so") == target
+    assert (target / "TRAINING.md").read_text() == "trained so"
+    assert not (target / "old-shard.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+    assert FavorModel.from_pretrained(target).config.use_lora is False  # merged, frozen parts embedded
+    assert (target / "text").is_dir() and (target / "processor_config.json").is_file()
 
 
 def test_demo_answers_fresh_clips_better_than_chance():

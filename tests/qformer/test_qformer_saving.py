@@ -7,7 +7,6 @@ import os
 import resource
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,9 @@ import torch
 from qformer_helpers import tiny_model
 
 import favor_qformer.saving as saving
+from crash_helpers import count_calls, in_child, killed_at, leftovers
 from favor_qformer import CausalQFormer
 from favor_qformer.saving import atomic_save_directory, clean_stale_saves
-
-
-def _leftovers(target: Path) -> list[str]:
-    return sorted(p.name for p in target.parent.iterdir() if p.name.startswith(f".{target.name}."))
 
 
 def _same(model: CausalQFormer, other: CausalQFormer) -> bool:
@@ -56,7 +52,7 @@ def test_swap_replaces_the_checkpoint_and_keeps_user_files(tmp_path, monkeypatch
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "logs", "notes.txt", "weights.bin"]
     assert (target / "config.json").read_text() == "new"
     assert (target / "notes.txt").read_text() == "mine" and (target / "logs/run.txt").read_text() == "log"
-    assert _leftovers(target) == []
+    assert leftovers(target) == []
 
 
 def test_an_exception_in_the_block_leaves_the_old_folder_and_no_temporary_files(tmp_path):
@@ -70,7 +66,7 @@ def test_an_exception_in_the_block_leaves_the_old_folder_and_no_temporary_files(
     assert [p.name for p in target.iterdir()] == ["config.json"] and (
         target / "config.json"
     ).read_text() == "old"
-    assert _leftovers(target) == []
+    assert leftovers(target) == []
 
 
 def test_first_save_creates_the_folder_and_a_file_target_is_refused(tmp_path):
@@ -101,7 +97,7 @@ def test_saving_into_the_working_directory_keeps_it_usable_and_the_folder_keeps_
     assert Path(os.getcwd()) == target / "sub"
     assert Path("../config.json").read_text() == "new"
     assert (target.stat().st_mode & 0o777) == 0o700
-    assert _leftovers(target) == []
+    assert leftovers(target) == []
 
 
 def test_a_folder_the_user_cannot_write_to_is_not_replaced(tmp_path, monkeypatch):
@@ -114,7 +110,42 @@ def test_a_folder_the_user_cannot_write_to_is_not_replaced(tmp_path, monkeypatch
     with pytest.raises(PermissionError, match="not writable"):
         with atomic_save_directory(target) as staging:
             _write(staging, {"config.json": "new"})
-    assert (target / "config.json").read_text() == "old" and _leftovers(target) == []
+    assert (target / "config.json").read_text() == "old" and leftovers(target) == []
+
+
+def test_saves_nested_in_a_save_write_into_its_staging_folder_and_land_with_it(tmp_path):
+    """A save into the staging folder of a save in progress (``model.save_pretrained(staging)`` inside the block)
+    writes straight into it: nothing shows before the outer block ends; the nested save's ``owned`` patterns drop
+    the old folder's stale files (and what an earlier nested save wrote); ``final_directory`` names the target."""
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    _write(target, {"model-1.bin": "old shard", "config.json": "old", "notes.txt": "mine"})
+    with atomic_save_directory(target, owned=["report.txt"]) as staging:
+        with atomic_save_directory(staging, owned=["model-*.bin"]) as inner:
+            assert inner == staging
+            _write(inner, {"model-2.bin": "first try"})
+        with atomic_save_directory(staging, owned=["model-*.bin", "config.json"]) as inner:
+            assert sorted(os.listdir(inner)) == []  # the first nested save's shard is replaced
+            _write(inner, {"model-3.bin": "new", "config.json": "new"})
+        _write(staging, {"report.txt": "done"})
+        assert saving.final_directory(staging / "sub") == target / "sub"
+        assert sorted(os.listdir(target)) == ["config.json", "model-1.bin", "notes.txt"]
+    assert sorted(os.listdir(target)) == ["config.json", "model-3.bin", "notes.txt", "report.txt"]
+    assert saving.final_directory(target) == target and leftovers(target) == []
+
+
+def test_a_nested_save_that_fails_leaves_the_old_folder(tmp_path):
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    _write(target, {"config.json": "old"})
+    with pytest.raises(RuntimeError, match="second writer failed"):
+        with atomic_save_directory(target) as staging:
+            _write(staging, {"a.txt": "first writer"})
+            with atomic_save_directory(staging) as inner:
+                _write(inner, {"config.json": "half"})
+                raise RuntimeError("second writer failed")
+    assert os.listdir(target) == ["config.json"] and (target / "config.json").read_text() == "old"
+    assert leftovers(target) == [] and saving.final_directory(staging) == staging  # no longer in progress
 
 
 def test_stale_folders_of_a_dead_process_are_ignored_then_cleaned(tmp_path):
@@ -127,7 +158,7 @@ def test_stale_folders_of_a_dead_process_are_ignored_then_cleaned(tmp_path):
     stale = tmp_path / f".ckpt.saving-{dead}-0123abcd"
     _write(stale, {"config.json": "{broken", "model.safetensors": "junk"})
     CausalQFormer.from_pretrained(target)  # loaders never look at it
-    assert clean_stale_saves(target) == [stale] and _leftovers(target) == []
+    assert clean_stale_saves(target) == [stale] and leftovers(target) == []
 
     # Killed between the two renames of the portable path: the old folder is restored by the next save.
     retired = tmp_path / f".ckpt.old-{dead}-0123abcd"
@@ -136,7 +167,7 @@ def test_stale_folders_of_a_dead_process_are_ignored_then_cleaned(tmp_path):
     with atomic_save_directory(target) as staging:
         assert (target / "config.json").is_file()  # restored before staging the new save
         model.save_pretrained(staging)
-    assert _same(CausalQFormer.from_pretrained(target), model) and _leftovers(target) == []
+    assert _same(CausalQFormer.from_pretrained(target), model) and leftovers(target) == []
 
 
 # ----- CausalQFormer.save_pretrained --------------------------------------------------------------------------
@@ -157,7 +188,7 @@ def test_save_replaces_a_checkpoint_and_keeps_the_users_files(saved):
     new.save_pretrained(target)
     assert _same(CausalQFormer.from_pretrained(target), new)
     assert sorted(p.name for p in target.iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    assert _leftovers(target) == []
+    assert leftovers(target) == []
 
 
 def test_exception_while_writing_the_weights_keeps_the_old_checkpoint(saved, monkeypatch):
@@ -174,23 +205,7 @@ def test_exception_while_writing_the_weights_keeps_the_old_checkpoint(saved, mon
     with pytest.raises(OSError, match="No space left"):
         new.save_pretrained(target)
     assert _same(CausalQFormer.from_pretrained(target), old)
-    assert (target / "README.md").read_text() == "my notes" and _leftovers(target) == []
-
-
-def _in_child(work) -> int:
-    """Run ``work()`` in a forked child; returns its exit status (or -signal)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 0
-        try:
-            work()
-        except BaseException as error:
-            print(f"child: {type(error).__name__}: {error}", file=sys.stderr)
-            code = 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    assert (target / "README.md").read_text() == "my notes" and leftovers(target) == []
 
 
 def test_size_limit_on_written_files_keeps_the_old_checkpoint(saved):
@@ -202,30 +217,9 @@ def test_size_limit_on_written_files_keeps_the_old_checkpoint(saved):
         resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, resource.RLIM_INFINITY))
         new.save_pretrained(target)
 
-    assert _in_child(save_under_limit) == 3  # the child's save raised
+    assert in_child(save_under_limit) == 3  # the child's save raised
     assert _same(CausalQFormer.from_pretrained(target), old)
-    assert (target / "README.md").read_text() == "my notes" and _leftovers(target) == []
-
-
-def _save_killed_at(model: CausalQFormer, target: Path, kill_at: int | None, count_file: Path | None = None):
-    """Save ``model``; SIGKILL this process just before its ``kill_at``-th file-system call (os.* / open)."""
-    calls = 0
-
-    def profile(frame, event, arg):
-        nonlocal calls
-        if event == "c_call" and getattr(arg, "__module__", None) in ("posix", "io", "_io"):
-            calls += 1
-            if calls == kill_at:
-                sys.setprofile(None)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    sys.setprofile(profile)
-    try:
-        model.save_pretrained(target)
-    finally:
-        sys.setprofile(None)
-    if count_file is not None:
-        count_file.write_text(str(calls))
+    assert (target / "README.md").read_text() == "my notes" and leftovers(target) == []
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
@@ -236,14 +230,15 @@ def test_a_save_killed_at_any_file_system_call_leaves_old_or_new(saved, tmp_path
     if not exchange:
         monkeypatch.setattr(saving, "exchange_paths", lambda first, second: False)
     target, old, new = saved
-    count_file, probe = tmp_path / "calls", tmp_path / "probe"
+    probe = tmp_path / "probe"
     shutil.copytree(target, probe)  # the same save, unkilled, counts the calls
-    assert _in_child(lambda: _save_killed_at(new, probe, None, count_file)) == 0
-    total = int(count_file.read_text())
+    total = count_calls(lambda: new.save_pretrained(probe), tmp_path / "calls")
     assert total > 10
     outcomes = []
     for kill_at in range(1, total + 1):
-        assert _in_child(lambda k=kill_at: _save_killed_at(new, target, k)) == -signal.SIGKILL
+        assert (
+            in_child(lambda k=kill_at: killed_at(lambda: new.save_pretrained(target), k)) == -signal.SIGKILL
+        )
         if not exchange:
             clean_stale_saves(target)
         loaded = CausalQFormer.from_pretrained(target)  # never broken, never missing
@@ -253,7 +248,7 @@ def test_a_save_killed_at_any_file_system_call_leaves_old_or_new(saved, tmp_path
             old.save_pretrained(target)  # back to the old one for the next kill point
     assert "mixed" not in outcomes and "old" in outcomes and "new" in outcomes, outcomes
     old.save_pretrained(target)
-    assert _leftovers(target) == []  # the next save removed what the killed ones left
+    assert leftovers(target) == []  # the next save removed what the killed ones left
 
 
 # ----- round trips --------------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def save_favor_model(
     leaves the complete previous checkpoint; other files in the folder (a processor saved there, the user's notes)
     are kept, and the old checkpoint's files that the new one does not write are dropped.
     """
-    from favor_qformer.saving import atomic_save_directory
+    from favor_qformer.saving import atomic_save_directory, final_directory
 
     root = Path(save_directory)
     frozen = [c.name for c in _parts(model, SOURCE)]
@@ -209,8 +209,10 @@ def save_favor_model(
         ADAPTER_DIR,
         *frozen,  # embedded frozen parts of an earlier save
     ]
+    # where the files end up: `root`, or the target of an enclosing atomic save whose staging folder `root` is
+    target = final_directory(root)
     with atomic_save_directory(root, owned=owned) as staging:
-        _write_checkpoint(model, staging, frozen, merge_lora, max_shard_size, target=root)
+        _write_checkpoint(model, staging, frozen, merge_lora, max_shard_size, target=target)
     return root
 
 

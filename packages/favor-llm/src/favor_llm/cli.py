@@ -259,7 +259,7 @@ def _load_config(path: Path) -> Any:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_released_checkpoint
+    from .convert import CONVERSION_INFO_NAME, convert_released_checkpoint
 
     if not args.released.is_file():
         raise UsageError(
@@ -281,7 +281,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         qformer_tokenizer=args.qformer_tokenizer,
     )
-    report = json.loads((out / "favor_conversion.json").read_text())
+    report = json.loads((out / CONVERSION_INFO_NAME).read_text())
     print(
         f"converted {len(report['renamed'])} released tensors ({', '.join(report['source_dtypes'])}) -> {out}; "
         f"skipped {len(report['skipped'])} (unused buffers / frozen parts, see favor_conversion.json)"

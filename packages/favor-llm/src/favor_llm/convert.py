@@ -47,6 +47,7 @@ from .components import components
 from .configuration import FavorConfig
 
 __all__ = [
+    "CONVERSION_INFO_NAME",
     "DEFAULT_AUDIO_SOURCE",
     "DEFAULT_VISION_SOURCE",
     "RELEASED_RENAMES",
@@ -59,6 +60,8 @@ __all__ = [
 #: Where the released model's frozen parts come from (public Hub repos; override for local copies).
 DEFAULT_VISION_SOURCE = "Salesforce/instructblip-vicuna-13b"
 DEFAULT_AUDIO_SOURCE = "openai/whisper-large-v2"
+#: The conversion report written beside the converted checkpoint (`ConversionReport` + the source file).
+CONVERSION_INFO_NAME = "favor_conversion.json"
 
 _PREFIXES = {c.name: c.prefix for c in components(FavorConfig())}  # declared once in favor_llm.components
 #: Where the causal Q-Former's weights live in `FavorModel` (its declared component).
@@ -293,15 +296,8 @@ def _qformer_mismatch(part: dict[str, torch.Tensor], config: Any, err: ValueErro
         found = CausalQFormer.from_favor_official(part, num_heads=1, causal_num_heads=1).config
     except ValueError:
         return str(err)
-    fields = (
-        "hidden_size",
-        "encoder_hidden_size",
-        "num_queries",
-        "num_layers",
-        "intermediate_size",
-        "max_position_embeddings",
-        "causal",
-    )
+    fields = ("hidden_size", "encoder_hidden_size", "num_queries", "num_layers", "intermediate_size")
+    fields += ("max_position_embeddings", "causal")
     diffs = [
         f"{f}={getattr(found, f)} (config: {getattr(config, f)})"
         for f in fields
@@ -423,7 +419,8 @@ def convert_released_checkpoint(
 
     Returns:
         ``out``, holding the delta checkpoint (`FavorModel.save_pretrained`), the processor and
-        ``favor_conversion.json`` (the key map used).
+        ``favor_conversion.json`` (the key map used): one atomic save, so an earlier conversion there stays whole
+        if this one fails or is killed.
 
     Raises:
         ValueError: unreadable input, unknown / missing / wrongly shaped tensors (all listed), no tokenizer.
@@ -481,12 +478,15 @@ def convert_released_checkpoint(
         model.generation_config = GenerationConfig.from_pretrained(llm)
     except OSError:  # no generation_config.json: the ids of its config
         pass
-    out = Path(out)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    from favor_qformer.saving import atomic_save_directory
+
     info = {"source": str(source_file) if source_file else "<state dict>", **report.to_dict()}
-    (out / "favor_conversion.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return out
+    # one atomic save (issue 10; the model's and the processor's nest in it): all three land, or none
+    with atomic_save_directory(out, owned=[CONVERSION_INFO_NAME]) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / CONVERSION_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return Path(out)
 
 
 def _source_name(name_or_path: str | Path) -> str:

@@ -213,8 +213,9 @@ def _train(
 def ship_checkpoint(final_dir: str | Path, target: str | Path = DEMO_MODEL_DIR, notes: str = "") -> Path:
     """Write the trained model in ``final_dir`` as the demo's checkpoint: a full checkpoint (LoRA merged, frozen
     parts embedded, so it loads from inside the installed package) plus its processor and ``TRAINING.md``
-    (``notes``: how it was trained). Replaces what ``target`` held."""
-    import shutil
+    (``notes``: how it was trained). Replaces what ``target`` held, in one atomic save (the old checkpoint stays
+    whole if anything fails)."""
+    from favor_qformer.saving import atomic_save_directory
 
     from .modeling import FavorModel
     from .processing import FavorProcessor
@@ -222,11 +223,10 @@ def ship_checkpoint(final_dir: str | Path, target: str | Path = DEMO_MODEL_DIR, 
     target = Path(target)
     model = FavorModel.from_pretrained(final_dir)
     processor = FavorProcessor.from_pretrained(final_dir)
-    if target.exists():
-        shutil.rmtree(target)
-    model.save_pretrained(target, merge_lora=True)
-    processor.save_pretrained(target)
-    (target / "TRAINING.md").write_text(notes)
+    with atomic_save_directory(target, owned=["*"]) as staging:  # "*": nothing of the old folder is kept
+        model.save_pretrained(staging, merge_lora=True)
+        processor.save_pretrained(staging)
+        (staging / "TRAINING.md").write_text(notes)
     return target
 
 

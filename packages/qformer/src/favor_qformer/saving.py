@@ -30,6 +30,18 @@ How (issue 10: a full disk, Ctrl-C or a killed process during a save must not lo
    the target is untouched. A staging or old folder left by a killed process (its pid is gone) is never read by a
    loader (it has a different name) and is removed by the next save into the same target.
 
+5. Saves nest: a save into the staging folder of a save in progress in this process writes straight into it, so
+   several writers become one atomic save (the model, its processor and a report land together or not at all)::
+
+       with atomic_save_directory("out", owned=["report.json"]) as staging:
+           model.save_pretrained(staging)  # itself atomic_save_directory(staging, ...): writes into `staging`
+           processor.save_pretrained(staging)
+           (staging / "report.json").write_text(report)
+
+   The nested save's ``owned`` patterns join the outer one's (the old folder's stale files go), and what they name
+   in the staging folder (an earlier nested save's) is replaced. ``final_directory(staging)`` is the folder the
+   files will end up in (for writers that record their own location).
+
 Loaders need nothing special: they read ``target`` as usual.
 """
 
@@ -48,12 +60,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_save_directory", "clean_stale_saves", "exchange_paths"]
+__all__ = ["atomic_save_directory", "clean_stale_saves", "exchange_paths", "final_directory"]
 
 _STAGING = "saving"  # .<name>.saving-<pid>-<token>: being written (or, after the swap, the old folder)
 _RETIRED = "old"  # .<name>.old-<pid>-<token>: the old folder, renamed aside (fallback path only)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+#: The saves in progress in this process: staging folder -> (target, ``owned`` patterns of the saves nested in it).
+_IN_PROGRESS: dict[Path, tuple[Path, list[str]]] = {}
 
 
 @contextmanager
@@ -67,7 +81,8 @@ def atomic_save_directory(target: str | os.PathLike[str], *, owned: Iterable[str
             save writes are replaced.
 
     Yields:
-        The empty staging folder to write the checkpoint into (top-level files and sub-folders).
+        The empty staging folder to write the checkpoint into (top-level files and sub-folders). When ``target``
+        is itself the staging folder of a save in progress in this process, ``target`` (see the module doc, 5).
 
     Raises:
         ValueError: ``target`` exists and is not a folder.
@@ -75,6 +90,9 @@ def atomic_save_directory(target: str | os.PathLike[str], *, owned: Iterable[str
         OSError: from the writes or renames; the old checkpoint is then untouched and the staging folder removed.
     """
     target = Path(os.path.realpath(target))
+    if target in _IN_PROGRESS:  # nested: the enclosing save makes the whole folder atomic
+        yield _enter_nested(target, tuple(owned))
+        return
     if target.exists() and not target.is_dir():
         raise ValueError(f"save directory: {target} exists and is not a directory")
     if target.exists() and not os.access(target, os.W_OK | os.X_OK):
@@ -86,11 +104,13 @@ def atomic_save_directory(target: str | os.PathLike[str], *, owned: Iterable[str
     clean_stale_saves(target)
     staging = _sibling(target, _STAGING)
     staging.mkdir()
+    nested: list[str] = []
+    _IN_PROGRESS[staging] = (target, nested)
     swapped = False
     try:
         yield staging
         _fsync_tree(staging)
-        patterns = tuple(owned)
+        patterns = (*owned, *nested)
         mode = None
         if target.exists():
             _carry_user_files(target, staging, patterns)
@@ -107,6 +127,32 @@ def atomic_save_directory(target: str | os.PathLike[str], *, owned: Iterable[str
         if not swapped:
             shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _IN_PROGRESS.pop(staging, None)
+
+
+def final_directory(path: str | os.PathLike[str]) -> Path:
+    """Where ``path`` will be once the atomic saves in progress in this process are swapped in: for a path in the
+    staging folder of one, the same path under its target; else ``path`` itself (resolved)."""
+    path = Path(os.path.realpath(path))
+    for staging, (target, _) in list(_IN_PROGRESS.items()):
+        if path.is_relative_to(staging):
+            return final_directory(target / path.relative_to(staging))
+    return path
+
+
+def _enter_nested(staging: Path, patterns: tuple[str, ...]) -> Path:
+    """A save nested in the one staging into ``staging``: its patterns join the outer save's, and the entries they
+    name that an earlier write into ``staging`` left go (as they would in a save of their own)."""
+    _IN_PROGRESS[staging][1].extend(patterns)
+    for name in os.listdir(staging):
+        if _is_owned(name, patterns):
+            path = staging / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return staging
 
 
 def clean_stale_saves(target: str | os.PathLike[str]) -> list[Path]:
