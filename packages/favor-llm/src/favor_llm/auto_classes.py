@@ -110,12 +110,17 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
         register_auto_classes()
 
 
-class _Followed(importlib.abc.Loader):
-    """The loader a spec came with, counted as one level of followed import; the module keeps the original."""
+class _Followed:
+    """The loader a spec came with, counted as one level of followed import; the module keeps the original, and
+    whoever only finds the spec sees the original's methods (``get_code`` for ``python -m``, ``get_source``,
+    ``get_resource_reader``, ``is_package``)."""
 
     def __init__(self, finder: _RegisterAfterImport, loader: Any) -> None:
         self.finder = finder
         self.loader = loader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(vars(self).get("loader"), name)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         self.finder.enter()  # an extension module runs its initialisation here
