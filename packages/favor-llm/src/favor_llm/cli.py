@@ -29,7 +29,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import demo as demo_command
 from . import evaluate as evaluate_command
@@ -38,6 +38,9 @@ from .argtypes import positive_int
 from .aveb import command as aveb_command
 from .devices import DTYPES, device_and_dtype
 from .streaming import cli as stream_command
+
+if TYPE_CHECKING:
+    from .progress import GenerationProgress
 
 __all__ = ["GenerationProgress", "build_parser", "main"]
 
@@ -48,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
         return GenerationProgress
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 EXIT_USAGE = 2
 
