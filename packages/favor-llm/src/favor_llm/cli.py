@@ -13,6 +13,10 @@
 User mistakes (a missing file, a directory that is not a model, a bad checkpoint, a bad option) print one line,
 ``favor <command>: error: ...``, to stderr and exit with status 2; ``--debug`` shows the traceback instead (and the
 libraries' warnings). Answers go to stdout; progress bars and notes go to stderr.
+
+Building the parser imports the standard library only (each command module keeps torch, transformers and PyAV
+inside its handler, and ``import favor_llm`` is lazy), so ``favor --help`` and ``favor <command> --help`` answer at
+once; tests/favor_llm/test_cli_startup.py checks it in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import demo as demo_command
 from . import evaluate as evaluate_command
@@ -33,11 +37,21 @@ from . import train as train_command
 from .argtypes import positive_int
 from .aveb import command as aveb_command
 from .devices import DTYPES, device_and_dtype
-from .media_items import IMAGE_SUFFIXES
-from .progress import GenerationProgress
 from .streaming import cli as stream_command
 
+if TYPE_CHECKING:
+    from .progress import GenerationProgress
+
 __all__ = ["GenerationProgress", "build_parser", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GenerationProgress":  # moved to favor_llm.progress (transformers), still importable from here
+        from .progress import GenerationProgress
+
+        return GenerationProgress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 EXIT_USAGE = 2
 
@@ -203,8 +217,10 @@ def _checkpoint_dir(path: Path, what: str = "model") -> Path:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from .media_items import IMAGE_SUFFIXES
     from .modeling import FavorModel
     from .processing import FavorProcessor
+    from .progress import GenerationProgress
 
     model_dir = _checkpoint_dir(args.model)
     if args.media is not None and not args.media.is_file():

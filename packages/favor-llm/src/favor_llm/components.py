@@ -21,9 +21,10 @@ name                      module (in `FavorModel`)                     trainable
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # `import favor_llm` imports this module: no torch at import time
+    from torch import nn
 
 __all__ = ["ADAPTER", "CHECKPOINT", "SOURCE", "Component", "component_of", "components", "resolve"]
 

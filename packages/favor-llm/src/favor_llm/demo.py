@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .argtypes import positive_int
 
 __all__ = [
@@ -119,6 +117,8 @@ def run_demo(
         raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
     if seed == TRAINING_SEED:
         echo(f"note: seed {seed} made the training clips; the test split's clips still differ from them")
+    import torch  # here, not at the top: `favor --help` imports this module for its parser
+
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the parsers read DTYPES without importing torch (`favor --help`)
+    import torch
 
 __all__ = ["DTYPES", "device_and_dtype"]
 
@@ -17,6 +20,8 @@ def device_and_dtype(device: str, dtype: str = "auto") -> tuple[torch.device, to
     Raises:
         ValueError: a device torch does not know, CUDA asked for where there is none, or a dtype not in `DTYPES`.
     """
+    import torch
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .argtypes import positive_int
-from .dataset import DEFAULT_TASK, FavorDataset
 from .devices import DTYPES, device_and_dtype
+
+# torch and `favor_llm.dataset` (torch's Dataset) are imported where used: `favor --help` imports this module for
+# its parser, with the standard library only
 
 __all__ = ["add_parser", "evaluate", "format_table", "normalize", "run", "score"]
 
@@ -47,6 +47,8 @@ def normalize(text: str) -> str:
 
 def _items(dataset: Any) -> list[dict[str, Any]]:
     """``dataset`` as a list of ``{"text", "media", "answer", "task", "line"}`` dicts."""
+    from .dataset import FavorDataset
+
     if isinstance(dataset, (str, os.PathLike)):
         dataset = FavorDataset(dataset)
     if isinstance(dataset, FavorDataset):
@@ -81,6 +83,7 @@ def evaluate(
     Returns:
         ``{"overall", "n", "tasks": {task: {"accuracy", "n"}}, "predictions": [...]}`` (see the module docstring).
     """
+    import torch
     from tqdm.auto import tqdm
 
     for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
@@ -119,6 +122,8 @@ def score(items: Sequence[dict[str, Any]], predictions: Sequence[str]) -> dict[s
     """Exact-match results of ``predictions`` against the items' answers (see the module docstring)."""
     if len(items) != len(predictions):
         raise ValueError(f"predictions: expected one per item ({len(items)}), got {len(predictions)}")
+    from .dataset import DEFAULT_TASK
+
     rows, per_task = [], {}
     for i, (item, prediction) in enumerate(zip(items, predictions)):
         task = item.get("task") or DEFAULT_TASK
@@ -185,6 +190,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and data, evaluate, print the table (stdout), write ``--out``."""
+    import torch
+
+    from .dataset import FavorDataset
     from .modeling import FavorModel
     from .processing import FavorProcessor
 

@@ -53,12 +53,20 @@ tokenizer of the benchmark's vocabulary.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy_exports
 from .baselines import majority_baselines
 from .generate import DEFAULT_SPLITS, generate, generate_splits
 from .render import write_clip
 from .scene import COLOURS, PITCHES, SHAPES, Scene
 from .tasks import DURATION, TASKS, Task, task_names
-from .vocabulary import tokenizer
+
+if TYPE_CHECKING:
+    from .vocabulary import tokenizer
+
+# on first use: the tokenizer needs transformers, which `favor aveb --help` must not import
+__getattr__, __dir__ = lazy_exports(__name__, {".vocabulary": ("tokenizer",)})
 
 __all__ = [
     "COLOURS",

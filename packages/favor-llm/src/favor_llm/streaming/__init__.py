@@ -10,11 +10,28 @@ answers), `budget` (tokens and memory per hour), `cli` (``favor stream``), `medi
 pipe).
 """
 
-from .audio_chunks import ChunkedAudioEncoder
-from .context import ContextPolicy, StreamContext
-from .session import StreamingSession
-from .spans import StreamAnswer, WindowSpan
-from .windows import MediaWindows
+from typing import TYPE_CHECKING
+
+from ..lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from .audio_chunks import ChunkedAudioEncoder
+    from .context import ContextPolicy, StreamContext
+    from .session import StreamingSession
+    from .spans import StreamAnswer, WindowSpan
+    from .windows import MediaWindows
+
+# on first use: `favor stream --help` imports `favor_llm.streaming.cli`, which must not pay for torch
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".audio_chunks": ("ChunkedAudioEncoder",),
+        ".context": ("ContextPolicy", "StreamContext"),
+        ".session": ("StreamingSession",),
+        ".spans": ("StreamAnswer", "WindowSpan"),
+        ".windows": ("MediaWindows",),
+    },
+)
 
 __all__ = [
     "ChunkedAudioEncoder",
