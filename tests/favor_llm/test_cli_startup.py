@@ -167,6 +167,7 @@ def test_lazy_names_are_the_objects_their_modules_define():
             assert getattr(package, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
         _ = favor_llm.NoSuchName
+    assert not hasattr(favor_llm, "no_such.module") and not hasattr(favor_llm, "checkpoint.x")
 
 
 def test_lazy_exports_refuses_a_name_listed_twice():

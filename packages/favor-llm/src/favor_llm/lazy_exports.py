@@ -42,8 +42,10 @@ def lazy_exports(
         module = where.get(name)
         if module is None:
             # ``package.submodule`` without importing it first: as when the package imported its modules eagerly
-            if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
-                return importlib.import_module(f"{package}.{name}")
+            # (a dotted name is no attribute: `hasattr(package, "a.b")` is False, not an import of ``package.a``)
+            submodule = f"{package}.{name}"
+            if name.isidentifier() and not name.startswith("__") and importlib.util.find_spec(submodule):
+                return importlib.import_module(submodule)
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module, package), name)
         setattr(sys.modules[package], name, value)  # later reads are plain attribute lookups
