@@ -147,6 +147,63 @@ def test_auto_classes_load_favor_whichever_import_brings_transformers_in(checkpo
     assert got["types"] == ["FavorConfig", "FavorModel", "FavorModel", "FavorProcessor"]
 
 
+_NESTED_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+{prelude}
+print(json.dumps({{"type": type(user.MODEL).__name__}}))
+"""
+
+_USER_MODULE = """
+from transformers import AutoModel
+
+MODEL = AutoModel.from_pretrained({checkpoint!r})
+"""
+
+
+@pytest.mark.parametrize(
+    "prelude",
+    [
+        # the module that loads FAVOR at import time is itself imported (after `import favor_llm`)
+        "import favor_llm\nimport user",
+        # `import favor_llm` inside a package that then imports the loading module
+        pytest.param("import user_package as user", marks=pytest.mark.slow),
+    ],
+)
+def test_auto_classes_load_favor_in_a_module_imported_after_favor_llm(checkpoint, tmp_path, prelude):
+    """Registration must not wait for the outermost import to finish: a module whose top level loads a FAVOR
+    checkpoint with the Auto classes (a server's ``app.py``, a package's ``serving.py``) runs inside it."""
+    (tmp_path / "user.py").write_text(_USER_MODULE.format(checkpoint=str(checkpoint)))
+    (tmp_path / "user_package").mkdir()
+    (tmp_path / "user_package" / "__init__.py").write_text("import favor_llm\n\nfrom .serving import MODEL\n")
+    (tmp_path / "user_package" / "serving.py").write_text(_USER_MODULE.format(checkpoint=str(checkpoint)))
+    got = _child(_NESTED_CHILD.format(prelude=prelude), str(checkpoint), str(tmp_path))
+    assert got["type"] == "FavorModel"
+
+
+_BROKEN_CHILD = """
+import json, sys, warnings
+sys.modules["favor_qformer"] = None  # a dependency of FavorModel that transformers does not need, missing
+import favor_llm
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from transformers import AutoConfig  # the user's own transformers work must not fail
+    AutoConfig.for_model("gpt2")
+try:
+    favor_llm.FavorModel
+    error = None
+except ImportError as exc:
+    error = str(exc)
+print(json.dumps({"warnings": [str(w.message) for w in caught], "error": error}))
+"""
+
+
+def test_a_registration_that_cannot_import_favor_warns_instead_of_failing_the_users_import():
+    got = _child(_BROKEN_CHILD)
+    assert got["error"] is not None and "favor_qformer" in got["error"]
+    assert any("model_type 'favor'" in w and "favor_qformer" in w for w in got["warnings"]), got["warnings"]
+
+
 def test_lazy_names_are_the_objects_their_modules_define():
     from favor_llm import aveb, configuration, modeling, stats, streaming
 

@@ -7,15 +7,23 @@ Every Auto class lives in the package ``transformers.models.auto``, so `register
 ``favor_llm/__init__``):
 
 - registers at once when that package is already imported (what ``import favor_llm`` always did);
-- otherwise puts a finder at the front of `sys.meta_path` that follows the imports made at top level (not while
-  another import it follows runs) and registers as soon as one of them finishes with ``transformers.models.auto``
-  imported, then removes itself. ``from transformers import AutoModel``, ``import peft``, ``favor_llm.FavorModel``
-  are such imports; the user's next statement sees FAVOR registered.
+- otherwise puts a finder at the front of `sys.meta_path` that follows every import (the stack of imports running
+  in each thread) and registers as soon as one finishes with ``transformers.models.auto`` imported while no import of
+  transformers, peft or favor_llm runs in any thread, then removes itself. ``from transformers import AutoModel``,
+  ``import peft``, ``favor_llm.FavorModel`` are such imports; so is a transformers import inside a user's module
+  imported after ``import favor_llm`` (a server's ``app.py`` that loads a checkpoint at import time): the next
+  statement sees FAVOR registered.
 
-Why the outermost import and not the Auto package itself: transformers imports ``transformers.models.auto`` half-way
-through its own modules (``transformers.modeling_utils`` -> quantizers -> ``configuration_auto``), and a FAVOR
-module may be half-imported too (``favor_llm.modeling`` imports ``AutoModelForCausalLM``); importing `FavorModel` at
-that moment would meet those half-initialised modules. When the outermost import has finished, nothing it started is.
+Why not at once when the Auto package is imported: transformers imports ``transformers.models.auto`` half-way through
+its own modules (``transformers.modeling_utils`` -> quantizers -> ``configuration_auto``), and a FAVOR module may be
+half-imported too (``favor_llm.modeling`` imports ``AutoModelForCausalLM``); importing `FavorModel` at that moment
+would meet those half-initialised modules. Only a module of those packages (the ones that import transformers and that
+`FavorModel` imports) can be half-initialised under the Auto package's import; once none is running, none is. Another
+thread's import of them is waited for too (it registers when it is done), so two threads never deadlock on each
+other's module locks.
+
+A registration that fails to import (a dependency of `FavorModel` missing) warns instead of failing the user's import
+that happened to trigger it; ``favor_llm.FavorModel`` then raises the import error itself.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import importlib.machinery
 import sys
 import threading
 import types
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,28 +71,32 @@ def register_with_transformers() -> None:
     register_auto_classes()
 
 
+#: Packages whose half-imported modules `register_auto_classes` must not meet: they import transformers, and
+#: `FavorModel` imports them.
+_REGISTRATION_PACKAGES = frozenset({"transformers", "peft", "favor_llm"})
+
+
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for an import made at top level it asks the other finders and wraps the loader of the
-    spec they return in a `_Followed` loader, which counts the depth and calls `finished` after executing."""
+    """Finds nothing itself: it asks the other finders and wraps the loader of the spec they return in a `_Followed`
+    loader, which keeps the stack of imports running in its thread and calls `finished` after each."""
 
     def __init__(self) -> None:
-        self._depth = threading.local()  # followed imports running in this thread
+        # thread id -> names of the imports running there, outermost first
+        self._running: dict[int, list[str]] = {}
 
-    @property
-    def depth(self) -> int:
-        return getattr(self._depth, "value", 0)
-
-    def enter(self) -> None:
-        self._depth.value = self.depth + 1
+    def enter(self, name: str) -> None:
+        self._running.setdefault(threading.get_ident(), []).append(name)
 
     def leave(self) -> None:
-        self._depth.value = self.depth - 1
+        thread = threading.get_ident()
+        running = self._running[thread]
+        running.pop()
+        if not running:
+            del self._running[thread]
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if self.depth:
-            return None  # inside a followed import: the outermost one decides
         for finder in list(sys.meta_path):
             if finder is self:
                 continue
@@ -100,19 +113,29 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
         return spec
 
     def finished(self) -> None:
-        """A followed import finished: register once transformers' Auto package is imported."""
-        if self.depth or AUTO_PACKAGE not in sys.modules:
+        """An import finished: register once transformers' Auto package is imported and no module of
+        `_REGISTRATION_PACKAGES` is being imported (see the module docstring)."""
+        if AUTO_PACKAGE not in sys.modules:
             return
+        for running in list(self._running.values()):
+            if any(name.partition(".")[0] in _REGISTRATION_PACKAGES for name in list(running)):
+                return
         with _LOCK:
             if self not in sys.meta_path:
                 return  # another thread registered
             sys.meta_path.remove(self)
-        register_auto_classes()
+        try:
+            register_auto_classes()
+        except ImportError as error:  # the user's import that got here has nothing to do with it
+            warnings.warn(
+                f"favor_llm: transformers' Auto classes cannot load model_type 'favor' checkpoints ({error})",
+                stacklevel=2,
+            )
 
 
 class _Followed:
-    """The loader a spec came with, counted as one level of followed import; the module keeps the original, and
-    whoever only finds the spec sees the original's methods (``get_code`` for ``python -m``, ``get_source``,
+    """The loader a spec came with, counted as one running import; the module keeps the original, and whoever only
+    finds the spec sees the original's methods (``get_code`` for ``python -m``, ``get_source``,
     ``get_resource_reader``, ``is_package``)."""
 
     def __init__(self, finder: _RegisterAfterImport, loader: Any) -> None:
@@ -123,7 +146,7 @@ class _Followed:
         return getattr(vars(self).get("loader"), name)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-        self.finder.enter()  # an extension module runs its initialisation here
+        self.finder.enter(spec.name)  # an extension module runs its initialisation here
         try:
             return self.loader.create_module(spec)
         finally:
@@ -135,7 +158,7 @@ class _Followed:
             module.__spec__.loader = self.loader
         if getattr(module, "__loader__", None) is self:
             module.__loader__ = self.loader
-        self.finder.enter()
+        self.finder.enter(module.__name__)
         try:
             self.loader.exec_module(module)
         finally:
