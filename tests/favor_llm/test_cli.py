@@ -138,6 +138,22 @@ def test_info_of_a_checkpoint(saved, capsys):
     assert f"{trainable:,} trainable" in capsys.readouterr().out
 
 
+def test_info_of_a_separate_fusion_model(capsys, tmp_path):
+    """``av_fusion="separate"`` (two Q-Formers, two token blocks, no streaming) is said as such."""
+    from favor_llm.testing import tiny_config, tiny_tokenizer
+
+    tiny_config(tiny_tokenizer(), av_fusion="separate").to_json_file(tmp_path / "config.json")
+    assert main(["info", str(tmp_path / "config.json")]) == 0
+    out = capsys.readouterr().out
+    # tiny: 30 windows x 4 queries, a video block and an audio block
+    assert "AV tokens       240 per minute of video (30 windows x 4 queries x 2 blocks: video, audio)" in out
+    assert "av_fusion 'separate'" in out and "audio Q-Former  2 layers, hidden 32, input 32" in out
+    assert "streaming       none (av_fusion 'separate'" in out
+    assert main(["info", str(tmp_path / "config.json"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["av_fusion"] == "separate" and info["streaming"] is None
+
+
 def test_info_released_json(capsys):
     assert main(["info", "released", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

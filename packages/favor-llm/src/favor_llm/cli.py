@@ -350,6 +350,7 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
     text = config.text_config
     params = s["parameters"]
     window_seconds = q.window_size / config.fps
+    separate = config.av_blocks == 2
     lines = [f"FAVOR model: {facts['source']}"]
     if "format" in facts:
         lines.append(f"  checkpoint      {facts['format']}")
@@ -357,10 +358,18 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
     lines += [
         f"  vision          {s['vision']} ({s['tokens_per_frame']} tokens of width {config.visual_hidden_size} per frame)",
         f"  audio           {audio}, projected to {config.audio_stream_width}",
-        f"  synchroniser    {config.fps:g} fps, mode {config.sync_mode!r}",
+        f"  synchroniser    {config.fps:g} fps, mode {config.sync_mode!r}"
+        + (", av_fusion 'separate' (no synchronisation: a video and an audio Q-Former)" if separate else ""),
         f"  causal Q-Former {q.num_layers} layers, hidden {q.hidden_size}, input {q.encoder_hidden_size}, "
         f"{s['num_queries']} queries per window of {q.window_size} frames ({window_seconds:g} s, stride "
         f"{q.window_stride})",
+    ]
+    if separate:
+        a = config.audio_qformer_config
+        lines.append(
+            f"  audio Q-Former  {a.num_layers} layers, hidden {a.hidden_size}, input {a.encoder_hidden_size}"
+        )
+    lines += [
         f"  LLM             {s['llm']} (hidden {text.hidden_size}, {text.num_hidden_layers} layers, "
         f"vocabulary {text.vocab_size})",
     ]
@@ -386,13 +395,17 @@ def _info_lines(config: Any, facts: dict[str, Any], s: dict[str, Any]) -> list[s
     per_minute = s["av_tokens_per_minute"]
     lines.append(
         f"  AV tokens       {per_minute:g} per minute of video "
-        f"({60 * config.fps / q.window_stride:g} windows x {s['num_queries']} queries)"
+        f"({60 * config.fps / q.window_stride:g} windows x {s['num_queries']} queries"
+        + (" x 2 blocks: video, audio)" if separate else ")")
     )
     stream = s["streaming"]
     lines.append(
-        f"  streaming       {stream['av_tokens_per_hour']:,.0f} AV tokens and {stream['kv_bytes_per_hour'] / 2**30:.2f} "
-        f"GiB of 16-bit KV cache per hour; the {stream['context_tokens']}-token context is full after "
-        f"{stream['minutes_until_full']:.1f} min (favor stream --policy keep_recent keeps the latest windows)"
+        "  streaming       none (av_fusion 'separate' puts every video window before the audio ones)"
+        if stream is None
+        else f"  streaming       {stream['av_tokens_per_hour']:,.0f} AV tokens and "
+        f"{stream['kv_bytes_per_hour'] / 2**30:.2f} GiB of 16-bit KV cache per hour; the "
+        f"{stream['context_tokens']}-token context is full after {stream['minutes_until_full']:.1f} min "
+        "(favor stream --policy keep_recent keeps the latest windows)"
     )
     for name, src in (facts.get("component_sources") or {}).items():
         lines.append(f"  frozen {name:<9}from {src.get('name_or_path')}")

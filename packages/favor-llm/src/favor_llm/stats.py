@@ -71,8 +71,10 @@ def describe(config: FavorConfig | None = None) -> dict[str, Any]:
         if config.use_lora
         else None,
         "diversity_loss_weight": config.diversity_loss_weight,
+        "av_fusion": config.av_fusion,
         "av_tokens_per_minute": layout.tokens_per_minute(),
-        "streaming": stream_budget(config),
+        # a live stream needs one token block per window (`StreamingSession` refuses separate Q-Formers)
+        "streaming": stream_budget(config) if config.av_blocks == 1 else None,
         "parameters": parameter_counts(config),
         "components": [
             {"name": c.name, "module": c.module, "trainable": c.trainable, "weights": c.weights}
