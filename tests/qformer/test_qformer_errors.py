@@ -14,6 +14,7 @@ from favor_qformer import (
     block_causal_mask,
     count_windows,
     diversity_loss,
+    query_similarity,
 )
 
 
@@ -287,6 +288,17 @@ def test_diversity_loss_non_tensor_arguments():
         diversity_loss([[[1.0, 2.0], [3.0, 4.0]]])
     with pytest.raises(ValueError, match=r"mask: expected a bool tensor of shape \(2,\), got list"):
         diversity_loss(torch.randn(2, 3, 4), [True, False])
+
+
+def test_query_similarity_of_no_window_is_an_error_not_nan():
+    """An average over no window has no value: a ValueError, not a (Q, Q) matrix of NaN (a figure of NaN, a
+    JSON file Python writes as the non-standard ``NaN``)."""
+    with pytest.raises(ValueError, match=r"mask: no window selected"):
+        query_similarity(torch.randn(2, 3, 4, 8), torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"tokens: no window"):
+        query_similarity(torch.randn(0, 4, 8))
+    with pytest.raises(ValueError, match=r"tokens: expected at least 2 queries per window, got 1"):
+        query_similarity(torch.randn(3, 1, 8))
 
 
 def test_all_masked_diversity_loss_ignores_non_finite_masked_windows():

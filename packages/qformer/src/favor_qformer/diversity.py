@@ -57,9 +57,15 @@ def query_similarity(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> 
         mask: Which windows count, as for `diversity_loss`.
 
     Returns:
-        ``(Q, Q)`` float tensor (NaN everywhere when no window is selected: there is nothing to average).
+        ``(Q, Q)`` float tensor (float32 for half-precision tokens, else the tokens' dtype).
+
+    Raises:
+        ValueError: as `diversity_loss`, and when no window is selected (an average over nothing: no matrix).
     """
     flat = _selected_windows(tokens, mask)
+    if flat.shape[0] == 0:
+        where = "mask: no window selected" if mask is not None else "tokens: no window"
+        raise ValueError(f"{where} (shape {tuple(tokens.shape)}); the average needs at least one window")
     return _cosines(flat).mean(dim=0)
 
 
