@@ -292,6 +292,24 @@ def test_a_run_folder_moved_whole_still_loads(fresh_tiny, tmp_path):
         FavorModel.from_pretrained(copied)
 
 
+def test_a_run_folder_saved_on_another_os_loads_through_its_relative_paths(fresh_tiny, tmp_path):
+    """A run trained on Windows and copied to Linux (or the reverse) has absolute paths of the other system
+    (``C:\\runs\\frozen\\vision`` is no absolute path on Linux, ``/home/...`` none on Windows): they must not
+    be taken for Hub repo ids, so the relative paths saved beside them are still tried."""
+    model, processor = fresh_tiny
+    model.eval()
+    inputs = processor(text="What?", media={"image": torch.zeros(8, 8, 3, dtype=torch.uint8)}, answers="red")
+    model.save_frozen_components(tmp_path / "run" / "frozen")
+    model.save_pretrained(tmp_path / "run" / "final")
+    config_file = tmp_path / "run" / "final" / "config.json"
+    config = json.loads(config_file.read_text())
+    for name, entry in config["component_sources"].items():
+        entry["name_or_path"] = f"C:\\Users\\me\\run\\frozen\\{name}"
+    config_file.write_text(json.dumps(config))
+    loaded = FavorModel.from_pretrained(tmp_path / "run" / "final")
+    assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_device_map_puts_every_part_on_the_llms_device(fresh_tiny, inputs, tmp_path):

@@ -15,7 +15,7 @@ In a loaded model's config every local entry holds the absolute path it was load
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .weights import part_fingerprint
@@ -27,8 +27,12 @@ RELATIVE_PATH_KEY = "relative_path"
 
 def _is_local(source: dict) -> bool:
     text = str(source["name_or_path"])
-    # a Hub repo id never looks like this
-    return bool(source.get("embedded")) or Path(text).is_absolute() or text.startswith((".", "~"))
+    if source.get("embedded") or source.get(RELATIVE_PATH_KEY):
+        return True
+    # a Hub repo id never looks like this; an absolute path of either system (a run folder copied between Windows
+    # and Linux keeps the other system's paths, and its relative paths must still be tried)
+    absolute = PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
+    return absolute or text.startswith((".", "~"))
 
 
 def _candidates(root: Path, source: dict) -> list[Path]:
