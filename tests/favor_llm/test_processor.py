@@ -470,6 +470,12 @@ def test_text_inputs_are_the_processor_text_without_media(tiny, media, clip_path
     ):
         with pytest.raises(ValueError, match=match):
             processor.text_inputs(["a", "b"], counts)
+    # a single question (and its count) as `__call__` takes one: not its characters as a batch of questions
+    assert torch.equal(processor.text_inputs("Why?", 5)["input_ids"], row["input_ids"][:, : len(expected)])
+    with pytest.raises(ValueError, match=r"av_tokens: expected one count per question \(1\), got 5"):
+        processor.text_inputs("hello", [1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match=r"av_tokens: expected an int or a list of ints, got float"):
+        processor.text_inputs(["a"], 2.0)
 
 
 def test_control_token_text_in_questions_and_answers_stays_text(fresh_tiny, media):

@@ -217,8 +217,8 @@ class FavorProcessor(FavorProcessorSaving, ProcessorMixin):
 
     def text_inputs(
         self,
-        questions: list[str],
-        av_tokens: list[int],
+        questions: str | list[str],
+        av_tokens: int | list[int],
         answers: str | list[str] | None = None,
         apply_template: bool = True,
         padding_side: str = "left",

@@ -34,8 +34,9 @@ def text_batch(
 
     Args:
         tokenizer: the LLM tokenizer.
-        questions: ``B`` questions.
-        av_tokens: ``B`` placeholder counts; 0 for a question without media (the text-only template).
+        questions: ``B`` questions (a single string: ``B == 1``).
+        av_tokens: ``B`` placeholder counts (an int for ``B == 1``); 0 for a question without media (the
+            text-only template).
         answers: ``B`` answers (a single string for ``B == 1``) for training, or ``None``.
         av_token, av_token_id: the placeholder and its id.
         templates: ``(prompt_template, text_only_template)``, or ``None`` when each question holds its own
@@ -45,9 +46,14 @@ def text_batch(
     Returns:
         ``input_ids``, ``attention_mask`` ``(B, Lt)``, and ``labels`` ``(B, Lt)`` with answers.
     """
-    questions = list(questions)
+    # one question (and its count) as `FavorProcessor.__call__` takes it: a string is not a batch of characters
+    questions = [questions] if isinstance(questions, str) else list(questions)
     if not questions:
         raise ValueError("text: the batch is empty")
+    if isinstance(av_tokens, int) and not isinstance(av_tokens, bool):
+        av_tokens = [av_tokens]
+    if not isinstance(av_tokens, Sequence):
+        raise ValueError(f"av_tokens: expected an int or a list of ints, got {type(av_tokens).__name__}")
     counts = list(av_tokens)
     if len(counts) != len(questions):
         raise ValueError(f"av_tokens: expected one count per question ({len(questions)}), got {len(counts)}")
