@@ -43,6 +43,24 @@ def test_config_widths_and_refusal():
     assert "audio_qformer" in names and "audio_qformer" not in [c.name for c in components(fused)]
 
 
+def test_a_processor_layout_with_an_unknown_av_fusion_is_refused(separate, tmp_path):
+    """A misspelt ``av_fusion`` in a hand-edited processor_config.json counted one token block per item."""
+    import json
+
+    from favor_llm import FavorProcessor
+
+    _, processor = separate
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["layout"]["av_fusion"] == "separate"
+    saved["layout"]["av_fusion"] = "seperate"
+    (tmp_path / "processor_config.json").write_text(json.dumps(saved))
+    with pytest.raises(
+        ValueError, match=r"layout.av_fusion: expected one of \['synchronised', 'separate'\], got 'seperate'"
+    ):
+        FavorProcessor.from_pretrained(tmp_path)
+
+
 def test_blocks_are_each_streams_own_qformer_output(separate, media):
     """Reference: the synchroniser's joint frames split by columns and fed to each Q-Former by hand."""
     model, processor = separate

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .audio import audio_steps
-from .configuration import FavorConfig
+from .configuration import AV_FUSIONS, FavorConfig
 
 __all__ = ["AVLayout", "av_tokens_per_minute", "num_windows"]
 
@@ -46,6 +46,11 @@ class AVLayout:
     audio_chunk_seconds: float | None = None
     #: `FavorConfig.av_fusion`: ``"separate"`` doubles the tokens (video windows, then audio windows).
     av_fusion: str = "synchronised"
+
+    def __post_init__(self) -> None:
+        # a misspelt value in a hand-edited processor_config.json would otherwise count one block per item
+        if self.av_fusion not in AV_FUSIONS:
+            raise ValueError(f"layout.av_fusion: expected one of {list(AV_FUSIONS)}, got {self.av_fusion!r}")
 
     @classmethod
     def from_config(cls, config: FavorConfig) -> AVLayout:
