@@ -154,6 +154,21 @@ def test_info_of_a_separate_fusion_model(capsys, tmp_path):
     assert info["av_fusion"] == "separate" and info["streaming"] is None
 
 
+def test_main_called_from_python_leaves_transformers_progress_bars_as_they_were(capsys):
+    """`main` quiets transformers' bars when stderr is no terminal and must restore the caller's setting after (a
+    merge left a second ``bars = ...`` read after the switch-off, so they stayed off)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    assert main(["info", "released", "--json"]) == 0
+    capsys.readouterr()
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    assert main(["info", "released", "--json"]) == 0
+    assert not hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+
+
 def test_info_released_json(capsys):
     assert main(["info", "released", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -185,9 +185,6 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
     if not sys.stderr.isatty():  # transformers' bars ("Loading weights") only on a terminal, as ours
         hf_logging.disable_progress_bar()
     xformers_logger.setLevel(logging.ERROR)
-    bars = hf_logging.is_progress_bar_enabled()
-    if not sys.stderr.isatty():  # transformers' "Loading weights" bar: quiet when not a terminal, as ours are
-        hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -199,8 +196,6 @@ def _quiet_libraries(debug: bool) -> Iterator[None]:
         if bars:
             hf_logging.enable_progress_bar()
         xformers_logger.setLevel(xformers_level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------- generate
