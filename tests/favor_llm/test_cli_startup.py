@@ -184,10 +184,9 @@ def test_auto_classes_load_favor_in_a_module_imported_after_favor_llm(checkpoint
 _BROKEN_CHILD = """
 import json, sys, warnings
 sys.modules["favor_qformer"] = None  # a dependency of FavorModel that transformers does not need, missing
-import favor_llm
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    from transformers import AutoConfig  # the user's own transformers work must not fail
+    {imports}
     AutoConfig.for_model("gpt2")
 try:
     favor_llm.FavorModel
@@ -198,8 +197,17 @@ print(json.dumps({"warnings": [str(w.message) for w in caught], "error": error})
 """
 
 
-def test_a_registration_that_cannot_import_favor_warns_instead_of_failing_the_users_import():
-    got = _child(_BROKEN_CHILD)
+@pytest.mark.parametrize(
+    "imports",
+    [
+        # the user's own transformers work must not fail
+        "import favor_llm; from transformers import AutoConfig",
+        # registered at once by `import favor_llm`, which must not fail either (favor_llm.layout, .stats still work)
+        "from transformers import AutoConfig; import favor_llm",
+    ],
+)
+def test_a_registration_that_cannot_import_favor_warns_instead_of_failing_the_import(imports):
+    got = _child(_BROKEN_CHILD.replace("{imports}", imports))
     assert got["error"] is not None and "favor_qformer" in got["error"]
     assert any("model_type 'favor'" in w and "favor_qformer" in w for w in got["warnings"]), got["warnings"]
 

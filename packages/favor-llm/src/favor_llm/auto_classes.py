@@ -22,8 +22,9 @@ would meet those half-initialised modules. Only a module of those packages (the 
 thread's import of them is waited for too (it registers when it is done), so two threads never deadlock on each
 other's module locks.
 
-A registration that fails to import (a dependency of `FavorModel` missing) warns instead of failing the user's import
-that happened to trigger it; ``favor_llm.FavorModel`` then raises the import error itself.
+A registration that fails to import (a dependency of `FavorModel` missing) warns instead of failing the import that
+happened to trigger it (the user's own, or ``import favor_llm`` itself); ``favor_llm.FavorModel`` then raises the
+import error.
 """
 
 from __future__ import annotations
@@ -68,7 +69,20 @@ def register_with_transformers() -> None:
             if not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
                 sys.meta_path.insert(0, _RegisterAfterImport())
             return
-    register_auto_classes()
+    _register_or_warn()
+
+
+def _register_or_warn() -> None:
+    """`register_auto_classes`, or a warning when it cannot import `FavorModel` (a dependency missing): the import
+    that got here (``import favor_llm``, or the user's own import) goes on, and ``favor_llm.FavorModel`` raises
+    the import error itself."""
+    try:
+        register_auto_classes()
+    except ImportError as error:
+        warnings.warn(
+            f"favor_llm: transformers' Auto classes cannot load model_type 'favor' checkpoints ({error})",
+            stacklevel=3,
+        )
 
 
 #: Packages whose half-imported modules `register_auto_classes` must not meet: they import transformers, and
@@ -124,13 +138,7 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
             if self not in sys.meta_path:
                 return  # another thread registered
             sys.meta_path.remove(self)
-        try:
-            register_auto_classes()
-        except ImportError as error:  # the user's import that got here has nothing to do with it
-            warnings.warn(
-                f"favor_llm: transformers' Auto classes cannot load model_type 'favor' checkpoints ({error})",
-                stacklevel=2,
-            )
+        _register_or_warn()  # the user's import that got here has nothing to do with it
 
 
 class _Followed:
