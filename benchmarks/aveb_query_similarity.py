@@ -2,7 +2,8 @@
 
 For each trained model, the causal Q-Former's query tokens of every real window of the test clips give a ``(Q, Q)``
 matrix of cosine similarities (`favor_qformer.query_similarity`, averaged over windows); its off-diagonal mean is the
-diversity loss the model was (or was not) trained with. Called by ``aveb_ablations.py`` for the diversity variants,
+diversity loss the model was (or was not) trained with (for an ``av_fusion="separate"`` model the video and audio
+Q-Formers' windows are averaged together: each window's queries come from one of them). Called by ``aveb_ablations.py`` for the diversity variants,
 or on its own:
 
     python benchmarks/aveb_query_similarity.py --data aveb/test.jsonl --out fig.png \
@@ -76,6 +77,9 @@ def main() -> None:
     parser.add_argument("--out", default="query_similarity.png")
     parser.add_argument("--examples", type=int, default=96)
     args = parser.parse_args()
+    bad = [r for r in args.runs if "=" not in r]
+    if bad:
+        parser.error(f"runs: expected NAME=MODEL_DIR, got {bad[0]!r}")
     runs = dict(r.split("=", 1) for r in args.runs)
     matrices = similarity_matrices(runs, args.data, args.examples)
     out = Path(args.out)

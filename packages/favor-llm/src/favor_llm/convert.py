@@ -91,7 +91,8 @@ _FROZEN_PREFIXES = (
     "speech_encoder.",
     "llama_model.",
 )
-#: Modules of released variants that FavorModel does not implement, with what they are.
+#: Modules of released variants that FavorModel does not implement, with what they are. (``av_fusion="separate"``
+#: is the no-synchronisation baseline trained from scratch; released speech Q-Former weights do not convert into it.)
 _UNSUPPORTED = {
     "speech_Qformer.": "a separate speech Q-Former (speech_qformer=true)",
     "speech_query_tokens": "a separate speech Q-Former (speech_qformer=true)",
