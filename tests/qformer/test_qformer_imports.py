@@ -84,7 +84,9 @@ def test_the_cycle_finder_finds_a_lazy_import_cycle(tmp_path):
 
 def test_favor_qformer_has_no_import_cycles():
     graph = import_graph(ROOT, PACKAGE)
-    assert "favor_qformer.model" in graph and "favor_qformer._hub" in graph["favor_qformer.model"]
+    # The checkpoint mixin imports _hub / _convert only inside its methods: the graph must still see them.
+    assert "favor_qformer.checkpoints" in graph["favor_qformer.model"]
+    assert {"favor_qformer._hub", "favor_qformer._convert"} <= graph["favor_qformer.checkpoints"]
     assert find_cycles(graph) == []
 
 
