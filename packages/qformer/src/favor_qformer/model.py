@@ -22,8 +22,16 @@ from ._validation import validate_inputs
 from .checkpoints import CausalQFormerCheckpointMixin
 from .config import CausalQFormerConfig
 from .layer import CausalQFormerLayer
+from .masks import BlockCausalPattern
 from .shared_frames import SharedFrameTokens, materialise, share_frames
-from .windows import gather_windows, plan_windows, scatter_windows, window_frame_ranges, window_mask
+from .windows import (
+    WindowPlan,
+    gather_windows,
+    plan_windows,
+    scatter_windows,
+    window_frame_ranges,
+    window_mask,
+)
 
 
 @dataclass
@@ -141,6 +149,55 @@ class CausalQFormer(nn.Module, CausalQFormerCheckpointMixin):
             num_windows, -1, -1
         ).contiguous()  # a real batch: Linear then takes the fused addmm path
 
+    def _window_tokens(
+        self, features: torch.Tensor, lengths: list[int], plan: WindowPlan
+    ) -> tuple[torch.Tensor | SharedFrameTokens, torch.Tensor]:
+        """What the layers attend to, for every real window: ``features`` (B, T, N, D) -> (Nw, L, D) tokens after
+        the input LayerNorm and position embedding, and ``frame_valid`` (Nw, F) bool, True on real frames."""
+        config = self.config
+        x: torch.Tensor | SharedFrameTokens
+        if config.window_stride < config.window_size:
+            # Overlapping windows: frames are normalised and projected once, not once per window holding them.
+            frame_valid = (
+                torch.arange(config.window_size, device=features.device)[None, :] < plan.length[:, None]
+            )
+            position = (
+                None
+                if self.position_embedding is None
+                else self.position_embedding.weight[: config.tokens_per_window]
+            )
+            x = share_frames(
+                features, lengths, plan.start, plan.batch_index, frame_valid, self.input_layernorm, position
+            )
+            if any(layer.causal_attention is not None for layer in self.layers):
+                x = x.with_tokens()  # the causal modules' residual, built once for all layers
+        else:
+            windows, frame_valid = gather_windows(
+                features, plan, config.window_size, config.window_stride
+            )  # (Nw, F, N, D), (Nw, F)
+            x = self.embed_windows(windows)  # (Nw, L, D)
+        return x, frame_valid
+
+    def _attention_masks(
+        self, plan: WindowPlan, frame_valid: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[int] | None, BlockCausalPattern | None]:
+        """What every layer is called with besides its inputs: the causal module's mask (1 or Nw, 1, L, L) and
+        block pattern, the cross-attention mask (Nw, 1, 1, L) and key lengths (host ints). The padding ones are
+        ``None`` when every window is full, the causal ones when the model has no causal module."""
+        config = self.config
+        n = config.tokens_per_frame
+        partial = any(length < config.window_size for length in plan.real_frames)
+        cross_mask = repeat(frame_valid, "w f -> w 1 1 (f n)", n=n) if partial else None  # (Nw, 1, 1, L)
+        key_lengths = [length * n for length in plan.real_frames] if partial else None
+        causal_mask = causal_pattern = None
+        first = self.layers[0] if len(self.layers) else None
+        if first is not None and first.causal_attention is not None:
+            causal_mask = first.causal_attention.build_mask(
+                config.window_size, n, frame_valid if partial else None, frame_valid.device
+            )
+            causal_pattern = first.causal_attention.build_pattern(config.window_size, n, plan.real_frames)
+        return causal_mask, cross_mask, key_lengths, causal_pattern
+
     def forward(
         self,
         features: torch.Tensor,
@@ -178,38 +235,8 @@ class CausalQFormer(nn.Module, CausalQFormerCheckpointMixin):
             tokens = features.new_zeros(batch, plan.max_windows, config.num_queries, config.hidden_size)
             return CausalQFormerOutput(tokens, mask, frames)
 
-        x: torch.Tensor | SharedFrameTokens
-        if config.window_stride < config.window_size:
-            # Overlapping windows: frames are normalised and projected once, not once per window holding them.
-            frame_valid = (
-                torch.arange(config.window_size, device=features.device)[None, :] < plan.length[:, None]
-            )
-            position = (
-                None
-                if self.position_embedding is None
-                else self.position_embedding.weight[: config.tokens_per_window]
-            )
-            x = share_frames(
-                features, lengths, plan.start, plan.batch_index, frame_valid, self.input_layernorm, position
-            )
-            if any(layer.causal_attention is not None for layer in self.layers):
-                x = x.with_tokens()  # the causal modules' residual, built once for all layers
-        else:
-            windows, frame_valid = gather_windows(
-                features, plan, config.window_size, config.window_stride
-            )  # (Nw, F, N, D), (Nw, F)
-            x = self.embed_windows(windows)  # (Nw, L, D)
-        n = config.tokens_per_frame
-        partial = any(length < config.window_size for length in plan.real_frames)
-        cross_mask = repeat(frame_valid, "w f -> w 1 1 (f n)", n=n) if partial else None  # (Nw, 1, 1, L)
-        key_lengths = [length * n for length in plan.real_frames] if partial else None
-        causal_mask = causal_pattern = None
-        first = self.layers[0] if len(self.layers) else None
-        if first is not None and first.causal_attention is not None:
-            causal_mask = first.causal_attention.build_mask(
-                config.window_size, n, frame_valid if partial else None, features.device
-            )
-            causal_pattern = first.causal_attention.build_pattern(config.window_size, n, plan.real_frames)
+        x, frame_valid = self._window_tokens(features, lengths, plan)  # (Nw, L, D), (Nw, F)
+        causal_mask, cross_mask, key_lengths, causal_pattern = self._attention_masks(plan, frame_valid)
 
         h = self.query_embeddings(plan.num_real)  # (Nw, Q, H)
         hidden, causal_states = [h], []
