@@ -5,7 +5,7 @@ learning rate by `favor_llm.trainer.run_training` (one frozen-feature cache shar
 only what acts after the frozen encoders, so their features are computed once), then scored on the test split per
 task with the teacher-forced exact match (equal to greedy generation's, see docs/training.md).
 
-    python benchmarks/aveb_ablations.py --data aveb --out ablations --seeds 0 1 2 --steps 1000
+    python benchmarks/aveb_ablations.py --data aveb --out ablations --seeds 0 1 2 --steps 3000
 
 Writes ``OUT/results.json`` (every run's per-task accuracy), ``OUT/table.md`` (mean and spread over seeds) and, when
 matplotlib is installed, ``OUT/loss_curves.png`` (training answer cross-entropy of each variant, seed 0) and
@@ -96,6 +96,9 @@ def plot(out: Path, names: list[str]) -> Path | None:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
+    ax.set_prop_cycle(
+        color=[plt.cm.tab20(i) for i in range(0, 20, 2)] + [plt.cm.tab20(i) for i in range(1, 20, 2)]
+    )
     for name in names:
         path = out / f"{name}-seed0" / "metrics.csv"
         if not path.is_file():
@@ -117,7 +120,7 @@ def main() -> None:
     parser.add_argument("--data", default="aveb", help="AVEB-mini folder (generated with seed 0 if missing)")
     parser.add_argument("--out", default="ablations")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--cache", help="feature cache directory (default OUT/feature_cache)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))

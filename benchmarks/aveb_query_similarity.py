@@ -60,11 +60,12 @@ def plot(matrices: dict[str, Any], target: Path) -> Path | None:
     except ImportError:
         return None
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.2), squeeze=False)
-    for ax, (name, entry) in zip(axes[0], matrices.items()):
+    for i, (ax, (name, entry)) in enumerate(zip(axes[0], matrices.items())):
         image = ax.imshow(entry["matrix"], vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_title(f"{name}\nmean off-diag {entry['mean_off_diagonal']:.2f}", fontsize=9)
         ax.set_xlabel("query")
-        ax.set_ylabel("query")
+        if i == 0:
+            ax.set_ylabel("query")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="cosine similarity")
     fig.savefig(target, dpi=120, bbox_inches="tight")
     return target
