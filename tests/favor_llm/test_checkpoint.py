@@ -290,6 +290,14 @@ def test_a_run_folder_moved_whole_still_loads(fresh_tiny, tmp_path):
         ValueError, match=r"component_sources\['text'\]: .*changed since this checkpoint was saved"
     ):
         FavorModel.from_pretrained(copied)
+    # a plain file where the relative path points is no frozen part (it has no fingerprint to check): skipped, and
+    # with the absolute path gone too, a clear error instead of loading whatever the file is
+    shutil.rmtree(tmp_path / "elsewhere" / "frozen")
+    (tmp_path / "elsewhere" / "frozen").mkdir()
+    for part in ("vision", "audio_0", "text"):
+        (tmp_path / "elsewhere" / "frozen" / part).write_text("not a model")
+    with pytest.raises(ValueError, match=r"component_sources\['\w+'\]: .*does not exist"):
+        FavorModel.from_pretrained(copied)
 
 
 def test_a_run_folder_saved_on_another_os_loads_through_its_relative_paths(fresh_tiny, tmp_path):

@@ -55,7 +55,9 @@ def resolve_source(root: Path, source: dict, name: str) -> str:
     if not _is_local(source):
         return str(source["name_or_path"])
     candidates = _candidates(root, source)
-    existing = [path for path in candidates if path.exists()]
+    # A local frozen part is a directory (what save_frozen_components writes): a file of that name is not one, and
+    # would have no fingerprint to check.
+    existing = [path for path in candidates if path.is_dir()]
     if not existing:
         raise ValueError(
             f"component_sources[{name!r}]: {' or '.join(str(p) for p in candidates)} does not exist (was the "
@@ -67,7 +69,7 @@ def resolve_source(root: Path, source: dict, name: str) -> str:
         return str(existing[0])
     found = [part_fingerprint(path) for path in existing]
     for path, fingerprint in zip(existing, found):
-        if fingerprint is None or fingerprint == recorded:
+        if fingerprint == recorded:
             return str(path)
     raise ValueError(
         f"component_sources[{name!r}]: {existing[0]} changed since this checkpoint was saved (fingerprint "
