@@ -68,7 +68,14 @@ def run_variant(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any
     start = time.perf_counter()
     result = run_training(config)
     metrics = {k.removeprefix("test_"): v for k, v in result.test_metrics.items() if "accuracy" in k}
-    return {"variant": name, "seed": seed, "seconds": time.perf_counter() - start, **metrics}
+    return {
+        "variant": name,
+        "seed": seed,
+        "steps": args.steps,
+        "learning_rate": args.learning_rate,
+        "seconds": time.perf_counter() - start,
+        **metrics,
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -125,15 +132,23 @@ def main() -> None:
     parser.add_argument("--cache", help="feature cache directory (default OUT/feature_cache)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
-    if not (Path(args.data) / "train.jsonl").is_file():
-        from favor_llm.aveb import generate_splits
-
-        generate_splits(args.data, seed=0, train=1920, val=0, test=384)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
     rows = json.loads(results_file.read_text()) if results_file.is_file() else []
+    # A resumed run only makes sense at the same budget: rows of another --steps / --learning-rate would be
+    # averaged with the new ones into one table (rows written before these keys were recorded are accepted).
+    for key, value in (("steps", args.steps), ("learning_rate", args.learning_rate)):
+        other = sorted({r[key] for r in rows if key in r and r[key] != value})
+        if other:
+            parser.error(
+                f"{results_file} holds runs with {key} {other}, not {value}: pass the same budget or another --out"
+            )
     done = {(r["variant"], r["seed"]) for r in rows}
+    if not (Path(args.data) / "train.jsonl").is_file():
+        from favor_llm.aveb import generate_splits
+
+        generate_splits(args.data, seed=0, train=1920, val=0, test=384)
     for seed in args.seeds:
         for name in args.variants:
             if (name, seed) in done:
@@ -148,7 +163,9 @@ def main() -> None:
             )
     (out / "table.md").write_text(table(rows) + "\n")
     print(table(rows))
-    curves = plot(out, args.variants)
+    # Every variant in results.json, not only this call's --variants: a resumed run that adds one variant
+    # would otherwise overwrite the figure with that variant's curve alone.
+    curves = plot(out, list(dict.fromkeys(r["variant"] for r in rows)))
     if curves is not None:
         print(f"loss curves: {curves}")
     # The paper's Figure 5: query similarities with and without the diversity loss (seed-0 models).
