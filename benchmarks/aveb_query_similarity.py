@@ -26,6 +26,8 @@ def similarity_matrices(runs: dict[str, str], test_file: str, examples: int = 96
     from favor_llm.dataset import read_examples
     from favor_qformer import query_similarity
 
+    if examples < 1:  # a negative count would slice off the last clips instead
+        raise ValueError(f"examples: expected at least 1 clip, got {examples}")
     items = read_examples(test_file)[:examples]
     out: dict[str, Any] = {}
     for name, path in runs.items():
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--out", default="query_similarity.png")
     parser.add_argument("--examples", type=int, default=96)
     args = parser.parse_args()
+    if args.examples < 1:
+        parser.error(f"--examples: expected at least 1 clip, got {args.examples}")
     bad = [r for r in args.runs if "=" not in r]
     if bad:
         parser.error(f"runs: expected NAME=MODEL_DIR, got {bad[0]!r}")
