@@ -23,7 +23,6 @@ from favor_avsync._source import (
     seconds,
     seek,
 )
-from favor_avsync.errors import MediaError
 from favor_avsync.limits import MediaLimits
 
 #: Encoder delay (priming samples) assumed for raw ADTS AAC, which cannot declare it (FFmpeg's and most AAC-LC
@@ -107,7 +106,8 @@ class AudioAssembler:
                     if t >= w1:
                         beyond = True
                         break
-                    self._check_time(t - w0)  # before a gap or a late start is filled with silence
+                    # before a gap or a late start is filled with silence
+                    self.limits.check_timestamp(self.name, "audio", t - w0)
                     if first is None:
                         first = t
                     elif expected is not None and t > expected + 1e-3:
@@ -164,14 +164,6 @@ class AudioAssembler:
             mono = out.to_ndarray().mean(axis=0, dtype=np.float64).astype(np.float32)
             self._chunks.append(mono)
             self._produced += mono.shape[0]
-
-    def _check_time(self, offset: float) -> None:
-        if offset > self.limits.max_duration:
-            raise MediaError(
-                f"{self.name}: its audio timestamps reach {offset:.6g} s into the clip, over limits.max_duration="
-                f"{self.limits.max_duration:g} s (damaged timestamps, or a very long file); pass max_seconds= or "
-                "end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
-            )
 
 
 __all__ = ["ADTS_PRIMING", "AUDIO_PREROLL", "AudioAssembler"]

@@ -109,7 +109,7 @@ class FrameSampler:
                         beyond = True
                         next_time = p
                         break
-                    self._check_time(p - w0)
+                    self.limits.check_timestamp(self.name, "video", p - w0)
                     # Emit every output frame whose centre lies before this frame: the previous frame shows there.
                     # (1 us of slack: a source frame exactly at a centre is "at or before" it even when the float
                     # sum start + (t + 0.5) / fps rounds just below its timestamp, as 0.09 + 0.25 does below 0.34.)
@@ -213,14 +213,6 @@ class FrameSampler:
                 f"limits.max_frame_bytes={self.limits.max_frame_bytes} ({_size(self.limits.max_frame_bytes)}); pass "
                 "max_seconds= or "
                 "start=/end= for a part, a lower fps, or limits=favor_avsync.MediaLimits(max_frame_bytes=...)"
-            )
-
-    def _check_time(self, offset: float) -> None:
-        if offset > self.limits.max_duration:
-            raise MediaError(
-                f"{self.name}: its video timestamps reach {offset:.6g} s into the clip, over limits.max_duration="
-                f"{self.limits.max_duration:g} s (damaged timestamps, or a very long file); pass max_seconds= or "
-                "end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
             )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from favor_avsync._clock import as_fraction
+from favor_avsync.errors import MediaError
 
 #: Lowest ``sample_rate`` accepted: below it the resampler's filters return (almost) nothing.
 MIN_SAMPLE_RATE = 1000
@@ -49,6 +50,16 @@ class MediaLimits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"MediaLimits.{name} must be a number > 0, got {value!r}")
+
+    def check_timestamp(self, name: str, stream: str, offset: float) -> None:
+        """Refuse a decoded ``stream`` (``"audio"`` / ``"video"``) timestamp ``offset`` seconds into the clip that
+        is past ``max_duration`` (damaged timestamps would otherwise pad or hold frames up to it)."""
+        if offset > self.max_duration:
+            raise MediaError(
+                f"{name}: its {stream} timestamps reach {offset:.6g} s into the clip, over limits.max_duration="
+                f"{self.max_duration:g} s (damaged timestamps, or a very long file); pass max_seconds= or "
+                "end= for a part, or limits=favor_avsync.MediaLimits(max_duration=...)"
+            )
 
 
 def check_arguments(
