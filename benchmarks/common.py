@@ -45,6 +45,22 @@ def paired_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
     return Timings(times)
 
 
+def cuda_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median milliseconds of ``fn`` on the GPU by CUDA events, after ``warmup`` calls (compilation, autotuning)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn`` as ``torch.utils.flop_counter`` counts them (matmuls and attention)."""
     with FlopCounterMode(display=False) as counter:

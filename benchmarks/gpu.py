@@ -22,38 +22,16 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import statistics
 import sys
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from common import count_flops, cuda_ms
 from favor_qformer import CausalQFormer, CausalQFormerConfig
 from favor_qformer.backends import BACKENDS, AttentionInputs, flex, select_backend, xformers_failure
 from favor_qformer.masks import BlockCausalPattern
 
 BACKEND_NAMES = ("eager", "sdpa", "xformers", "flex", "auto")
-
-
-def cuda_ms(fn, repeats: int) -> float:
-    """Median milliseconds of ``fn`` by CUDA events (after two warm-up calls: compilation, autotuning)."""
-    fn(), fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def flops_of(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
 
 
 def matmul_peak(repeats: int) -> float:
@@ -160,7 +138,7 @@ def main() -> int:
         peer_fwd = cuda_ms(peer, args.repeats)
     peer_bwd = cuda_ms(step(peer, list(blip.parameters())), args.repeats)
     with torch.no_grad():
-        peer_flops = flops_of(peer)
+        peer_flops = count_flops(peer)
     peer_rate = peer_flops / (peer_fwd / 1e3) / 1e12
     print(
         f"\nQ-Former, {windows} windows x 320 x 1536, bf16: peer Blip2QFormerModel fwd {peer_fwd:.2f} ms, "
@@ -187,7 +165,7 @@ def main() -> int:
                 took = cuda_ms(fwd, args.repeats)
             try:
                 with torch.no_grad():
-                    flops = flops_of(fwd)
+                    flops = count_flops(fwd)
             except Exception:  # a compiled kernel the counter cannot enter
                 flops = 0
             train = cuda_ms(step(fwd, list(model.parameters())), max(3, args.repeats // 4))

@@ -15,30 +15,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
+from common import cuda_ms
 from favor_qformer import CausalQFormer, CausalQFormerConfig, diversity_loss
 from favor_qformer.backends import AttentionInputs, refusal_reasons, select_backend
 
 BOUNDS = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 5e-2}
-
-
-def _time_ms(fn, repeats: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def _which_backend(name: str, dtype: torch.dtype) -> str:
@@ -142,7 +128,7 @@ def main() -> int:
             got = run().float()
             err = (got - want).abs().max().item()
             rel = err / scale
-            ms = _time_ms(run, args.repeats)
+            ms = cuda_ms(run, args.repeats, warmup=1)
             good = rel <= BOUNDS[dtype] and bool(torch.isfinite(got).all())
             ok &= good
             print(
