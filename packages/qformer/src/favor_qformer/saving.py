@@ -310,20 +310,20 @@ def _fsync_tree(root: Path) -> None:
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            if os.path.islink(path):
-                continue
-            descriptor = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            if not os.path.islink(path):
+                _fsync_path(path)
         _fsync_dir(Path(folder))
 
 
 def _fsync_dir(folder: Path) -> None:
     if os.name != "posix":  # folders cannot be opened for fsync on Windows; NTFS journals the renames
         return
-    descriptor = os.open(folder, os.O_RDONLY)
+    _fsync_path(folder)
+
+
+def _fsync_path(path: str | Path) -> None:
+    """Flush one file or (POSIX) folder to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
