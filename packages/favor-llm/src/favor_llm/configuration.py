@@ -41,6 +41,7 @@ __all__ = [
     "RELEASED_TEXT_ONLY_TEMPLATE",
     "RUNTIME_QFORMER_FIELDS",
     "FavorConfig",
+    "token_blocks",
 ]
 
 logger = logging.getLogger("favor_llm")
@@ -106,6 +107,12 @@ _SERIALISED_LIST_OF_CONFIGS = ("audio_configs",)
 #: Video-LLaMA): a video Q-Former reads the visual frames and an audio Q-Former the audio frames (same windows),
 #: and the LLM gets the video tokens of all windows, then the audio tokens of all windows, as two blocks.
 AV_FUSIONS = ("synchronised", "separate")
+
+
+def token_blocks(av_fusion: str) -> int:
+    """AV token blocks per media item for ``av_fusion``: 1 (synchronised) or 2 (separate: video, then audio)."""
+    return 2 if av_fusion == "separate" else 1
+
 
 #: Scalar fields and the JSON types they accept (issue 10: a hand-edited ``"false"`` must not read as true).
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # name -> (accepted types, None allowed)
@@ -375,7 +382,7 @@ class FavorConfig(PretrainedConfig):
     @property
     def av_blocks(self) -> int:
         """Token blocks per media item: 1 (synchronised) or 2 (separate: video tokens, then audio tokens)."""
-        return 2 if self.av_fusion == "separate" else 1
+        return token_blocks(self.av_fusion)
 
     @property
     def num_queries(self) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .audio import audio_steps
-from .configuration import AV_FUSIONS, FavorConfig
+from .configuration import AV_FUSIONS, FavorConfig, token_blocks
 
 __all__ = ["AVLayout", "av_tokens_per_minute", "num_windows"]
 
@@ -116,7 +116,7 @@ class AVLayout:
     @property
     def av_blocks(self) -> int:
         """Token blocks per media item (`FavorConfig.av_blocks`): 2 with ``av_fusion="separate"``, else 1."""
-        return 2 if self.av_fusion == "separate" else 1
+        return token_blocks(self.av_fusion)
 
     def tokens_per_minute(self) -> float:
         """AV tokens per minute of video (released: 120 frames -> 12 windows x 32 queries = 384)."""
