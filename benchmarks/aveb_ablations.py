@@ -175,16 +175,9 @@ def main() -> None:
         if (out / f"{name}-seed0" / "final").is_dir()
     }
     if len(runs) > 1:
-        from aveb_query_similarity import plot as plot_similarity
-        from aveb_query_similarity import similarity_matrices
+        from aveb_query_similarity import report
 
-        matrices = similarity_matrices(runs, str(Path(args.data) / "test.jsonl"))
-        (out / "query_similarity.json").write_text(json.dumps(matrices, indent=2) + "\n")
-        for name, entry in matrices.items():
-            print(f"{name}: mean off-diagonal query cosine {entry['mean_off_diagonal']:.3f}")
-        figure = plot_similarity(matrices, out / "query_similarity.png")
-        if figure is not None:
-            print(f"query similarity: {figure}")
+        report(runs, str(Path(args.data) / "test.jsonl"), out / "query_similarity.png")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,20 @@ def plot(matrices: dict[str, Any], target: Path) -> Path | None:
     return target
 
 
+def report(runs: dict[str, str], test_file: str, target: Path, examples: int = 96) -> dict[str, Any]:
+    """`similarity_matrices`, written as ``target`` (PNG, when matplotlib is installed) and its ``.json``, one line
+    printed per model; returns the matrices."""
+    matrices = similarity_matrices(runs, test_file, examples)
+    target.with_suffix(".json").write_text(json.dumps(matrices, indent=2) + "\n")
+    for name, entry in matrices.items():
+        print(
+            f"{name}: mean off-diagonal cosine {entry['mean_off_diagonal']:.3f} over {entry['windows']} windows"
+        )
+    if plot(matrices, target) is not None:
+        print(f"figure: {target}")
+    return matrices
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="NAME=MODEL_DIR (a FavorModel.save_pretrained folder)")
@@ -85,16 +99,7 @@ def main() -> None:
     bad = [r for r in args.runs if "=" not in r]
     if bad:
         parser.error(f"runs: expected NAME=MODEL_DIR, got {bad[0]!r}")
-    runs = dict(r.split("=", 1) for r in args.runs)
-    matrices = similarity_matrices(runs, args.data, args.examples)
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(matrices, indent=2) + "\n")
-    for name, entry in matrices.items():
-        print(
-            f"{name}: mean off-diagonal cosine {entry['mean_off_diagonal']:.3f} over {entry['windows']} windows"
-        )
-    if plot(matrices, out) is not None:
-        print(f"figure: {out}")
+    report(dict(r.split("=", 1) for r in args.runs), args.data, Path(args.out), args.examples)
 
 
 if __name__ == "__main__":
